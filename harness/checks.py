@@ -1,0 +1,55 @@
+"""Running a scenario's verification command and an implementation's
+conformance client; both print one JSON verdict and exit 0 when it is ok."""
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    detail: str
+    checks: list
+    command: list[str]
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "detail": self.detail, "checks": self.checks, "command": self.command}
+
+
+def run_verdict(argv: list[str], cwd: Path, timeout_s: float, cpus: list[int] | None = None,
+                env: dict | None = None) -> Verdict:
+    import os
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    try:
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
+                              preexec_fn=pin, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **(env or {})})
+    except FileNotFoundError:
+        return Verdict(False, f"command not found: {argv[0]}", [], argv)
+    except subprocess.TimeoutExpired:
+        return Verdict(False, f"no verdict within {timeout_s:g} s", [], argv)
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip().startswith("{")]
+    try:
+        data = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
+        return Verdict(False, f"exit {proc.returncode}, no JSON verdict: {tail[0][:300]}", [], argv)
+    checks = data.get("checks") or []
+    ok = bool(data.get("ok")) and proc.returncode == 0
+    failed = [c for c in checks if isinstance(c, dict) and not c.get("ok")]
+    if ok:
+        detail = f"{len(checks)}/{len(checks)} checks passed"
+    elif failed:
+        detail = "; ".join(f"{c.get('name')}: {c.get('detail')}" for c in failed)[:500]
+    else:
+        detail = f"verdict not ok (exit {proc.returncode})"
+    return Verdict(ok, detail, checks, argv)

@@ -1,0 +1,252 @@
+"""The `langbench` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import ExitCode, InputError, LangbenchError
+from .manifest import discover
+from .profiles import PROFILES, cpu_layout, get_profile
+
+
+def project_root(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit).resolve()
+    env = os.environ.get("LANGBENCH_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for p in (here, *here.parents):
+        if (p / "scenarios").is_dir() and (p / "implementations").is_dir():
+            return p
+    return Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ subcommands
+
+def cmd_list(args) -> int:
+    cat = discover(project_root(args.root))
+    if args.format == "json":
+        out = []
+        for name, sc in sorted(cat.scenarios.items()):
+            out.append({"scenario": name, "title": sc.title, "protocol": sc.protocol,
+                        "workloads": [w.name for w in sc.workloads], "profiles": sorted(sc.profiles),
+                        "implementations": [{"name": i.name, "language": i.language, "framework": i.framework}
+                                            for i in cat.implementations.get(name, [])]})
+        print(json.dumps(out, indent=1))
+        return ExitCode.OK
+    for name, sc in sorted(cat.scenarios.items()):
+        print(f"{name}: {sc.title} ({sc.protocol})")
+        for w in sc.workloads:
+            print(f"  workload {w.name} [{w.driver}]: {w.description}")
+        for i in cat.implementations.get(name, []):
+            print(f"  implementation {i.name}: {i.language}, {i.framework}")
+        if not cat.implementations.get(name):
+            print("  (no implementations)")
+    return ExitCode.OK
+
+
+def choose_runtime(name: str):
+    from .runtimes import get_runtime
+    if name == "auto":
+        try:
+            docker_rt = get_runtime("docker")
+            ok, _ = docker_rt.available()
+            if ok:
+                return docker_rt
+        except (LangbenchError, ImportError):
+            pass
+        return get_runtime("process")
+    rt = get_runtime(name)
+    ok, why = rt.available()
+    if not ok:
+        raise LangbenchError(f"runtime '{name}' is not available here: {why}")
+    return rt
+
+
+def _new_out_dir(root: Path, out: str | None, run_id: str) -> Path:
+    if out:
+        return Path(out).resolve()
+    return root / "results" / run_id
+
+
+def cmd_run(args, interop_only: bool = False) -> int:
+    from .runner import Progress, Runner
+    root = project_root(args.root)
+    cat = discover(root)
+    selection = cat.select(args.scenarios or None, args.impl or None)
+    profile_name = args.profile
+    profile = get_profile(profile_name)
+    for sc, _ in selection:
+        if profile_name not in sc.profiles:
+            raise InputError(f"{sc.manifest_path}: field 'profiles.{profile_name}': missing")
+    if interop_only:
+        selection = [(sc, impls) for sc, impls in selection if sc.interop is not None]
+        if not selection:
+            raise InputError("none of the selected scenarios declares an interop matrix")
+    runtime = choose_runtime(args.runtime)
+    trials = args.trials or profile.trials
+    if trials < 1:
+        raise InputError("--trials must be at least 1")
+    run_id = "lb" + time.strftime("%Y%m%d-%H%M%S")
+    out_dir = _new_out_dir(root, args.out, run_id)
+    if (out_dir / "results.json").exists():
+        raise InputError(f"{out_dir}: already holds a results.json; choose another --out")
+    layout = cpu_layout()
+    runner = Runner(root=root, selection=selection, runtime=runtime, profile=profile,
+                    profile_name=profile_name, layout=layout, out_dir=out_dir, trials=trials,
+                    seed=args.seed, interop=not getattr(args, "no_interop", False),
+                    progress=Progress(quiet=args.quiet), run_id=run_id)
+    try:
+        if interop_only:
+            cells = runner.interop_only()
+        else:
+            runner.run()
+            cells = None
+    except KeyboardInterrupt:
+        print(f"interrupted; results so far kept in {out_dir}", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001
+        from .runner import Interrupted
+        if isinstance(exc, Interrupted):
+            print(f"terminated; results so far kept in {out_dir}", file=sys.stderr)
+            return ExitCode.INTERRUPTED
+        raise
+    data = runner.store.data
+    if interop_only:
+        return _print_interop(cells, args.format)
+    if not args.no_report:
+        from .report import write_report
+        report_path = root / "reports" / f"{run_id}.html"
+        write_report(runner.store.path, report_path)
+        print(f"report: {report_path}", file=sys.stderr)
+    print(f"results: {runner.store.path}", file=sys.stderr)
+    failed = {k: v.get("failure") for k, v in data["implementations"].items() if v.get("status") != "ok"}
+    bad_interop = [c for cells in data["interop"].values() for c in cells if not c["ok"]]
+    for k, why in failed.items():
+        print(f"FAILED {k}: {why}", file=sys.stderr)
+    for c in bad_interop:
+        print(f"INTEROP FAILED client {c['client']} -> server {c['server']}: {c['detail']}", file=sys.stderr)
+    bad_levels = [m for m in data["measurements"] if not m["ok"]]
+    for m in bad_levels:
+        print(f"LEVEL FAILED {m['implementation_id']} {m['workload']} {m['level']['key']} "
+              f"trial {m['trial']}: {m['error']}", file=sys.stderr)
+    return ExitCode.FAILURE if failed or bad_interop or bad_levels else ExitCode.OK
+
+
+def _print_interop(cells: list[dict], fmt: str) -> int:
+    cells = [{"client": c["client"], "server": c["server"], "ok": c["ok"], "detail": c["detail"]} for c in cells]
+    if fmt == "json":
+        print(json.dumps(cells, indent=1))
+    else:
+        servers = sorted({c["server"] for c in cells})
+        clients = sorted({c["client"] for c in cells})
+        width = max([len(s) for s in servers + clients] + [6])
+        print("client \\ server".ljust(16) + "".join(s.ljust(width + 2) for s in servers))
+        by = {(c["client"], c["server"]): c for c in cells}
+        for cl in clients:
+            row = cl.ljust(16)
+            for s in servers:
+                cell = by.get((cl, s))
+                row += ("ok" if cell and cell["ok"] else "FAIL" if cell else "-").ljust(width + 2)
+            print(row)
+        for c in cells:
+            if not c["ok"]:
+                print(f"FAIL {c['client']} -> {c['server']}: {c['detail']}")
+        print(f"{sum(c['ok'] for c in cells)}/{len(cells)} ok")
+    return ExitCode.OK if cells and all(c["ok"] for c in cells) else ExitCode.FAILURE
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .results import load
+    data = load(Path(args.dir))
+    out = Path(args.output) if args.output else Path(data["_path"]).parent / "report.html"
+    write_report(Path(data["_path"]), out)
+    print(out)
+    return ExitCode.OK
+
+
+def cmd_results(args) -> int:
+    from .results import COLUMNS, flat_rows, load
+    from .tables import FORMATS
+    data = load(Path(args.dir))
+    text = FORMATS[args.format](flat_rows(data), COLUMNS)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return ExitCode.OK
+
+
+# ------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="langbench", description="Compare implementations of the same "
+                                "service across languages: build, verify, load, sample, report.")
+    p.add_argument("--version", action="version", version=f"langbench {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for known errors")
+    p.add_argument("--root", help="project root (default: found from the current directory)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="scenarios, implementations and workloads found on disk")
+    s.add_argument("--format", choices=["text", "json"], default="text")
+    s.set_defaults(func=cmd_list)
+
+    def run_opts(s, interop: bool) -> None:
+        s.add_argument("scenarios", nargs="*" if not interop else "+", metavar="SCENARIO")
+        s.add_argument("--impl", action="append", metavar="LANG",
+                       help="implementation or language to include (repeatable)")
+        s.add_argument("--runtime", choices=["auto", "process", "docker"], default="auto",
+                       help="where servers run (auto: docker when a daemon answers, else process)")
+        s.add_argument("--profile", choices=sorted(PROFILES), default="quick" if interop else "standard")
+        s.add_argument("--out", metavar="DIR", help="results folder (default: a new folder under results/)")
+        s.add_argument("--seed", type=int, help="seed of the randomised order (recorded)")
+        s.add_argument("--quiet", action="store_true", help="no progress lines")
+        s.add_argument("--trials", type=int, help="trials per implementation (fresh server each)")
+
+    s = sub.add_parser("run", help="build, verify and measure; write results and a report")
+    run_opts(s, False)
+    s.add_argument("--no-interop", action="store_true", help="skip the client x server matrix")
+    s.add_argument("--no-report", action="store_true", help="do not render the HTML report")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("interop", help="every client against every server of a scenario")
+    run_opts(s, True)
+    s.add_argument("--format", choices=["text", "json"], default="text")
+    s.set_defaults(func=lambda a: cmd_run(a, interop_only=True), no_report=True)
+
+    s = sub.add_parser("report", help="render a run's self-contained HTML report")
+    s.add_argument("dir", metavar="DIR", help="a run's results folder (or its results.json)")
+    s.add_argument("-o", "--output", metavar="FILE")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("results", help="a run's flat table: one row per measurement")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--format", choices=["csv", "json", "markdown"], default="csv")
+    s.add_argument("-o", "--output", metavar="FILE")
+    s.set_defaults(func=cmd_results)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LangbenchError as exc:
+        if args.debug:
+            raise
+        print(f"langbench: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except BrokenPipeError:
+        return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""Scenario and implementation manifests: loading, validation, discovery.
+
+A scenario is a folder `scenarios/<name>/` with `scenario.toml`; an
+implementation is a folder `implementations/<scenario>/<variant>/` with
+`langbench.toml`. Every field is validated here, so that the rest of the
+harness can trust these objects; a bad field raises ManifestError naming the
+file and the field (dotted path).
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, ManifestError
+
+SCENARIO_FILE = "scenario.toml"
+IMPL_FILE = "langbench.toml"
+READINESS_KINDS = ("tcp", "grpc", "http")
+LEVEL_KINDS = ("concurrency", "rate")
+
+
+# --------------------------------------------------------------------------- model
+
+@dataclass(frozen=True)
+class Readiness:
+    kind: str
+    params: dict[str, Any]
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    command: list[str]
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    driver: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProfileLevels:
+    """The load levels of one profile for one scenario."""
+
+    concurrency: list[int]
+    rate: list[int]
+    duration_s: float
+    warmup_s: float
+
+    def levels(self) -> list["Level"]:
+        out = [Level("concurrency", c) for c in self.concurrency]
+        out += [Level("rate", r, concurrency=max(self.concurrency or [16])) for r in self.rate]
+        return out
+
+
+@dataclass(frozen=True)
+class Level:
+    """One load level: a closed-loop concurrency or an open-loop rate."""
+
+    kind: str           # "concurrency" | "rate"
+    value: int
+    concurrency: int | None = None   # workers behind an open-loop rate
+
+    @property
+    def key(self) -> str:
+        return f"c{self.value}" if self.kind == "concurrency" else f"r{self.value}"
+
+    def to_json(self) -> dict:
+        d = {"kind": self.kind, "value": self.value, "key": self.key}
+        if self.concurrency is not None:
+            d["concurrency"] = self.concurrency
+        return d
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    description: str
+    protocol: str
+    dir: Path
+    env: dict[str, str]
+    readiness: Readiness
+    verify: CommandSpec | None
+    interop: CommandSpec | None      # timeout for each client run; None = no interop
+    workloads: list[Workload]
+    profiles: dict[str, ProfileLevels]
+    manifest_path: Path
+
+    def workload(self, name: str) -> Workload:
+        for w in self.workloads:
+            if w.name == name:
+                return w
+        raise InputError(f"scenario {self.name}: no workload named '{name}'")
+
+
+@dataclass(frozen=True)
+class Implementation:
+    scenario: str
+    name: str
+    language: str
+    framework: str
+    description: str
+    dir: Path
+    build: CommandSpec | None
+    artifacts: list[str]
+    requires: list[str]
+    exclude: list[str]
+    run: list[str]
+    run_env: dict[str, str]
+    client: list[str] | None
+    tuning: dict[str, str]
+    manifest_path: Path
+
+    @property
+    def id(self) -> str:
+        return f"{self.scenario}/{self.name}"
+
+
+@dataclass
+class Catalog:
+    """Everything found on disk under one project root."""
+
+    root: Path
+    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    implementations: dict[str, list[Implementation]] = field(default_factory=dict)
+
+    def scenario(self, name: str) -> Scenario:
+        if name not in self.scenarios:
+            known = ", ".join(sorted(self.scenarios)) or "none"
+            raise InputError(f"unknown scenario '{name}' (known: {known})")
+        return self.scenarios[name]
+
+    def select(self, scenarios: list[str] | None, impls: list[str] | None) -> list[tuple[Scenario, list[Implementation]]]:
+        """Scenarios and implementations chosen by name; unknown names are errors."""
+        names = scenarios or sorted(self.scenarios)
+        chosen = []
+        all_impl_names = {i.name for lst in self.implementations.values() for i in lst}
+        all_langs = {i.language for lst in self.implementations.values() for i in lst}
+        for wanted in impls or []:
+            if wanted not in all_impl_names and wanted not in all_langs:
+                known = ", ".join(sorted(all_impl_names)) or "none"
+                raise InputError(f"unknown implementation '{wanted}' (known: {known})")
+        for name in names:
+            sc = self.scenario(name)
+            lst = [i for i in self.implementations.get(name, [])
+                   if not impls or i.name in impls or i.language in impls]
+            if lst:
+                chosen.append((sc, lst))
+        if not chosen:
+            raise InputError("nothing to run: no implementation matches the selection")
+        return chosen
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+class _Table:
+    """A TOML table with the file and dotted prefix for error messages."""
+
+    def __init__(self, data: dict, path: Path, prefix: str = ""):
+        self.data = data
+        self.path = path
+        self.prefix = prefix
+
+    def _f(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def err(self, key: str, message: str) -> ManifestError:
+        return ManifestError(self.path, self._f(key), message)
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                raise self.err(key, f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+    def get(self, key: str, kind: type | tuple, required: bool = False, default: Any = None) -> Any:
+        if key not in self.data:
+            if required:
+                raise self.err(key, "missing")
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+            raise self.err(key, f"expected {_type_name(kind)}, got {type(value).__name__} {value!r}")
+        if isinstance(value, str) and required and not value.strip():
+            raise self.err(key, "must not be empty")
+        return value
+
+    def str_list(self, key: str, required: bool = False, nonempty: bool = False) -> list[str]:
+        value = self.get(key, list, required=required, default=[])
+        if not all(isinstance(v, str) for v in value):
+            raise self.err(key, "expected a list of strings")
+        if nonempty and not value:
+            raise self.err(key, "must not be empty")
+        return list(value)
+
+    def int_list(self, key: str) -> list[int]:
+        value = self.get(key, list, default=[])
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            raise self.err(key, "expected a list of positive integers")
+        return list(value)
+
+    def str_map(self, key: str) -> dict[str, str]:
+        value = self.get(key, dict, default={})
+        for k, v in value.items():
+            if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+                raise self.err(f"{key}.{k}", f"expected a string, got {type(v).__name__}")
+        return {k: str(v) for k, v in value.items()}
+
+    def sub(self, key: str, required: bool = False) -> "_Table | None":
+        value = self.get(key, dict, required=required)
+        if value is None:
+            return None
+        return _Table(value, self.path, self._f(key) + ".")
+
+    def positive(self, key: str, default: float) -> float:
+        value = self.get(key, float, default=default)
+        if value <= 0:
+            raise self.err(key, f"must be positive, got {value}")
+        return value
+
+
+def _type_name(kind: type | tuple) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list",
+             dict: "a table", bool: "true or false"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(path, "(syntax)", f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ManifestError(path, "(file)", f"cannot read: {exc.strerror}") from None
+
+
+def _command(t: _Table, key: str, default_timeout: float) -> CommandSpec | None:
+    sub = t.sub(key)
+    if sub is None:
+        return None
+    sub.check_keys({"command", "timeout_s", "enabled"})
+    if sub.get("enabled", bool, default=True) is False:
+        return None
+    cmd = sub.str_list("command", required=key != "interop", nonempty=key != "interop")
+    return CommandSpec(cmd, sub.positive("timeout_s", default_timeout))
+
+
+# --------------------------------------------------------------------------- loaders
+
+def load_scenario(path: Path) -> Scenario:
+    path = Path(path)
+    t = _Table(_read_toml(path), path)
+    t.check_keys({"name", "title", "description", "protocol", "env", "readiness", "verify",
+                  "interop", "workloads", "profiles"})
+    name = t.get("name", str, required=True)
+    if name != path.parent.name:
+        raise t.err("name", f"'{name}' differs from the folder name '{path.parent.name}'")
+
+    r = t.sub("readiness", required=True)
+    kind = r.get("kind", str, required=True)
+    if kind not in READINESS_KINDS:
+        raise r.err("kind", f"'{kind}' is not one of {', '.join(READINESS_KINDS)}")
+    params = {k: v for k, v in r.data.items() if k not in ("kind", "timeout_s")}
+    readiness = Readiness(kind, params, r.positive("timeout_s", 60.0))
+    if kind == "grpc":
+        r.get("method", str, required=True)
+        r.get("request_b64", str, default="")
+    if kind == "http":
+        r.get("path", str, default="/")
+
+    workloads = []
+    raw_workloads = t.get("workloads", list, required=True)
+    if not raw_workloads:
+        raise t.err("workloads", "must list at least one workload")
+    seen = set()
+    for i, raw in enumerate(raw_workloads):
+        if not isinstance(raw, dict):
+            raise t.err(f"workloads[{i}]", "expected a table")
+        w = _Table(raw, path, f"workloads[{i}].")
+        w.check_keys({"name", "description", "driver", "params"})
+        wname = w.get("name", str, required=True)
+        if wname in seen:
+            raise w.err("name", f"duplicate workload '{wname}'")
+        seen.add(wname)
+        workloads.append(Workload(wname, w.get("description", str, default=""),
+                                  w.get("driver", str, required=True), w.get("params", dict, default={})))
+
+    profiles = {}
+    ptable = t.sub("profiles", required=True)
+    for pname in ptable.data:
+        p = ptable.sub(pname, required=True)
+        p.check_keys({"concurrency", "rate", "duration_s", "warmup_s"})
+        levels = ProfileLevels(p.int_list("concurrency"), p.int_list("rate"),
+                               p.positive("duration_s", 10.0), p.get("warmup_s", float, default=0.0))
+        if not levels.concurrency and not levels.rate:
+            raise p.err("concurrency", "a profile needs at least one concurrency or rate level")
+        profiles[pname] = levels
+
+    return Scenario(
+        name=name, title=t.get("title", str, default=name),
+        description=t.get("description", str, default=""),
+        protocol=t.get("protocol", str, required=True), dir=path.parent.resolve(),
+        env=t.str_map("env"), readiness=readiness, verify=_command(t, "verify", 60.0),
+        interop=_command(t, "interop", 60.0), workloads=workloads, profiles=profiles,
+        manifest_path=path,
+    )
+
+
+def load_implementation(path: Path, scenario: str) -> Implementation:
+    path = Path(path)
+    t = _Table(_read_toml(path), path)
+    t.check_keys({"language", "framework", "description", "build", "run", "client", "tuning"})
+    build = t.sub("build")
+    artifacts: list[str] = []
+    requires: list[str] = []
+    exclude: list[str] = []
+    build_spec = None
+    if build is not None:
+        build.check_keys({"command", "artifact", "requires", "exclude", "timeout_s"})
+        build_spec = CommandSpec(build.str_list("command", required=True, nonempty=True),
+                                 build.positive("timeout_s", 1800.0))
+        artifacts = build.str_list("artifact")
+        requires = build.str_list("requires")
+        exclude = build.str_list("exclude")
+    run = t.sub("run", required=True)
+    run.check_keys({"command", "env"})
+    client = t.sub("client")
+    client_cmd = None
+    if client is not None:
+        client.check_keys({"command"})
+        client_cmd = client.str_list("command", required=True, nonempty=True)
+    tuning = t.sub("tuning", required=True)
+    tuning_map: dict[str, str] = {}
+    for k, v in tuning.data.items():
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise tuning.err(k, f"expected a string, got {type(v).__name__}")
+        tuning_map[k] = str(v)
+    if not tuning_map:
+        raise t.err("tuning", "must declare the implementation's tuning (threads, GC, build flags...)")
+    return Implementation(
+        scenario=scenario, name=path.parent.name,
+        language=t.get("language", str, required=True),
+        framework=t.get("framework", str, required=True),
+        description=t.get("description", str, default=""), dir=path.parent.resolve(),
+        build=build_spec, artifacts=artifacts, requires=requires, exclude=exclude,
+        run=run.str_list("command", required=True, nonempty=True), run_env=run.str_map("env"),
+        client=client_cmd, tuning=tuning_map, manifest_path=path,
+    )
+
+
+def discover(root: Path) -> Catalog:
+    """Find every scenario and implementation under a project root.
+
+    Raises ManifestError on the first malformed manifest (file and field named).
+    """
+    root = Path(root).resolve()
+    cat = Catalog(root)
+    sdir = root / "scenarios"
+    if not sdir.is_dir():
+        raise InputError(f"{root}: no scenarios/ folder (is this a langbench project root?)")
+    for manifest in sorted(sdir.glob(f"*/{SCENARIO_FILE}")):
+        sc = load_scenario(manifest)
+        cat.scenarios[sc.name] = sc
+    idir = root / "implementations"
+    for manifest in sorted(idir.glob(f"*/*/{IMPL_FILE}")):
+        scenario = manifest.parent.parent.name
+        if scenario not in cat.scenarios:
+            raise ManifestError(manifest, "(folder)", f"no scenario named '{scenario}' in scenarios/")
+        impl = load_implementation(manifest, scenario)
+        cat.implementations.setdefault(scenario, []).append(impl)
+    return cat
+
+
+def expand(arg: str, values: dict[str, str]) -> str:
+    """Fill {placeholders} in a command argument; unknown ones stay as they are."""
+    out = arg
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", value)
+    return out

@@ -1,0 +1,167 @@
+"""The results file: one per run, versioned schema, written atomically after
+every step so that a crash or Ctrl-C keeps everything measured so far.
+
+The schema is documented in results/README.md; `flat_rows` is the flat table
+(one row per scenario, implementation, workload, level and trial) that
+`langbench results` prints and CI scripts read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .errors import InputError
+
+SCHEMA = "langbench.results"
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+
+
+class ResultsStore:
+    def __init__(self, out_dir: Path, header: dict):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / RESULTS_FILE
+        self.data = {
+            "schema": SCHEMA, "schema_version": SCHEMA_VERSION, **header,
+            "status": "running", "started_at": _now(), "finished_at": None,
+            "implementations": {}, "instances": [], "measurements": [],
+            "interop": {}, "events": [],
+        }
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        with tmp.open("w") as fh:
+            json.dump(self.data, fh, indent=1, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def event(self, level: str, message: str, **context) -> None:
+        self.data["events"].append({"time": _now(), "level": level, "message": message, **context})
+        self.save()
+
+    def implementation(self, impl_id: str, **fields) -> dict:
+        rec = self.data["implementations"].setdefault(impl_id, {})
+        rec.update(fields)
+        self.save()
+        return rec
+
+    def add_instance(self, instance: dict) -> dict:
+        self.data["instances"].append(instance)
+        self.save()
+        return instance
+
+    def add_measurement(self, m: dict) -> None:
+        self.data["measurements"].append(m)
+        self.save()
+
+    def set_interop(self, scenario: str, cells: list[dict]) -> None:
+        self.data["interop"][scenario] = cells
+        self.save()
+
+    def finish(self, status: str) -> None:
+        self.data["status"] = status
+        self.data["finished_at"] = _now()
+        self.save()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def load(path: Path) -> dict:
+    """Read a results file (or a run folder holding one) and check its schema."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.exists():
+        raise InputError(f"{path}: no such results file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise InputError(f"{path}: field 'schema': not a langbench results file")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise InputError(f"{path}: field 'schema_version': {version!r} is not supported "
+                         f"(this langbench reads {SCHEMA_VERSION})")
+    for key, kind in (("implementations", dict), ("instances", list), ("measurements", list)):
+        if not isinstance(data.get(key), kind):
+            raise InputError(f"{path}: field '{key}': missing or not a {kind.__name__}")
+    data["_path"] = str(path)
+    return data
+
+
+COLUMNS = [
+    "run_id", "scenario", "implementation", "language", "runtime", "workload", "level",
+    "level_kind", "level_value", "trial", "verified", "ok", "rps", "requests", "errors",
+    "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "cpu_cores", "cpu_s_per_1k",
+    "rps_per_cpu", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb", "startup_ms",
+    "shutdown_ms", "build_s", "artifact_mb", "image_mb", "client_bound", "tool_cpu_cores",
+    "server_cpus", "client_cpus", "cpu_quota", "error",
+]
+
+
+def _r(x, nd=3):
+    return None if x is None else round(x, nd)
+
+
+def flat_rows(data: dict) -> list[dict]:
+    """One row per measurement, joined with its implementation and instance."""
+    impls = data["implementations"]
+    instances = {i["key"]: i for i in data["instances"]}
+    layout = data.get("cpu_layout", {})
+    rows = []
+    for m in data["measurements"]:
+        impl = impls.get(m["implementation_id"], {})
+        inst = instances.get(m["instance"], {})
+        load_ = m.get("load") or {}
+        lat = load_.get("latency_ms") or {}
+        server = m.get("server") or {}
+        idle = inst.get("idle") or {}
+        build = impl.get("build") or {}
+        level = m["level"]
+        rows.append({
+            "run_id": data.get("run_id"),
+            "scenario": m["scenario"],
+            "implementation": impl.get("name", m["implementation_id"]),
+            "language": impl.get("language"),
+            "runtime": data.get("runtime"),
+            "workload": m["workload"],
+            "level": level["key"],
+            "level_kind": level["kind"],
+            "level_value": level["value"],
+            "trial": m["trial"],
+            "verified": bool((inst.get("verify") or {}).get("ok")),
+            "ok": bool(m.get("ok")),
+            "rps": _r(load_.get("rps"), 1),
+            "requests": load_.get("count"),
+            "errors": load_.get("errors"),
+            "p50_ms": _r(lat.get("p50")), "p90_ms": _r(lat.get("p90")),
+            "p99_ms": _r(lat.get("p99")), "p999_ms": _r(lat.get("p999")),
+            "max_ms": _r(lat.get("max")),
+            "cpu_cores": _r(server.get("cpu_cores"), 4),
+            "cpu_s_per_1k": _r(server.get("cpu_s_per_1k"), 4),
+            "rps_per_cpu": _r(server.get("rps_per_cpu"), 1),
+            "rss_mb": _r(server.get("rss_mb")),
+            "rss_peak_mb": _r(server.get("rss_peak_mb")),
+            "idle_cpu_cores": _r(idle.get("cpu_cores"), 4),
+            "idle_rss_mb": _r(idle.get("rss_mb")),
+            "startup_ms": _r(inst.get("startup_ms"), 1),
+            "shutdown_ms": _r((inst.get("shutdown") or {}).get("shutdown_ms"), 1),
+            "build_s": _r(build.get("seconds"), 2),
+            "artifact_mb": _r(build["artifact_bytes"] / 1e6, 2) if build.get("artifact_bytes") else None,
+            "image_mb": _r((impl.get("image") or {}).get("size_mb"), 2),
+            "client_bound": bool(load_.get("client_bound")),
+            "tool_cpu_cores": _r(load_.get("tool_cpu_cores"), 3),
+            "server_cpus": " ".join(map(str, layout.get("server", []))),
+            "client_cpus": " ".join(map(str, layout.get("client", []))),
+            "cpu_quota": (data.get("profile") or {}).get("server_cpu_quota"),
+            "error": m.get("error"),
+        })
+    return rows

@@ -1,0 +1,405 @@
+"""One benchmark run: plan -> build -> start -> ready -> verify -> interop ->
+idle sample -> warm up -> load levels (drive + sample) -> stop -> store."""
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import build as builder
+from . import sampling
+from .checks import run_verdict
+from .drivers import get_driver
+from .environment import fingerprint
+from .errors import LangbenchError, ServerError, ToolError
+from .manifest import Implementation, Level, Scenario, expand
+from .profiles import CpuLayout, Profile
+from .readiness import wait_ready
+from .results import ResultsStore
+from .runtimes import LaunchSpec, Runtime, ServerHandle
+
+HOST = "127.0.0.1"
+
+
+class Progress:
+    """Progress lines on stderr, with the time since the run started."""
+
+    def __init__(self, stream=None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.t0 = time.monotonic()
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{time.monotonic() - self.t0:7.1f}s] {msg}", file=self.stream, flush=True)
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PlanItem:
+    scenario: Scenario
+    impl: Implementation
+    trial: int
+
+    def to_json(self) -> dict:
+        return {"scenario": self.scenario.name, "implementation": self.impl.name, "trial": self.trial}
+
+
+def make_plan(selection: list[tuple[Scenario, list[Implementation]]], trials: int, seed: int) -> list[PlanItem]:
+    """Scenarios in order; within each, trials interleaved across implementations
+    in an order shuffled afresh for every trial with a recorded seed."""
+    rng = random.Random(seed)
+    plan = []
+    for scenario, impls in selection:
+        for trial in range(1, trials + 1):
+            order = list(impls)
+            rng.shuffle(order)
+            plan += [PlanItem(scenario, impl, trial) for impl in order]
+    return plan
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class Runner:
+    root: Path
+    selection: list[tuple[Scenario, list[Implementation]]]
+    runtime: Runtime
+    profile: Profile
+    profile_name: str
+    layout: CpuLayout
+    out_dir: Path
+    trials: int = 1
+    seed: int | None = None
+    interop: bool = True
+    progress: Progress = field(default_factory=Progress)
+    run_id: str = ""
+    live: dict = field(default_factory=dict)
+    builds: dict = field(default_factory=dict)
+    failed: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            self.run_id = "lb" + time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
+        if self.seed is None:
+            self.seed = random.SystemRandom().randrange(2**31)
+        self.cache_dir = self.root / ".langbench" / "build-cache"
+        self.logs = self.out_dir / "logs"
+
+    # ------------------------------------------------------------------ helpers
+    def placeholders(self, impl: Implementation, port: int | None = None) -> dict[str, str]:
+        d = {"impl_dir": str(impl.dir), "scenario_dir": str(self.scenario_of(impl).dir),
+             "python": sys.executable, "cpus": str(len(self.layout.server)), "host": HOST}
+        if port is not None:
+            d.update(port=str(port), target=f"{HOST}:{port}")
+        return d
+
+    def scenario_of(self, impl: Implementation) -> Scenario:
+        for sc, _ in self.selection:
+            if sc.name == impl.scenario:
+                return sc
+        raise KeyError(impl.scenario)
+
+    def fail(self, impl: Implementation, stage: str, message: str) -> None:
+        self.failed.setdefault(impl.id, f"{stage}: {message}")
+        self.progress(f"{impl.id}: FAILED at {stage}: {message}")
+        self.store.event("error", message, implementation=impl.id, stage=stage)
+        self.store.implementation(impl.id, status="failed", failure=self.failed[impl.id])
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> ResultsStore:
+        drivers = {w.driver for sc, _ in self.selection for w in sc.workloads}
+        tools = {}
+        for d in sorted(drivers):
+            try:
+                tools[d] = get_driver(d).version()
+            except LangbenchError as exc:
+                tools[d] = f"unavailable: {exc}"
+        plan = make_plan(self.selection, self.trials, self.seed)
+        self.store = ResultsStore(self.out_dir, {
+            "run_id": self.run_id, "runtime": self.runtime.name,
+            "runtime_info": self.runtime.describe(), "profile_name": self.profile_name,
+            "profile": self.profile.to_json(), "trials": self.trials, "seed": self.seed,
+            "cpu_layout": {**self.layout.to_json(),
+                           "note": "load tool and harness on 'client', server under test on 'server'"},
+            "scenarios": {sc.name: {"title": sc.title, "description": sc.description,
+                                    "protocol": sc.protocol,
+                                    "levels": [lv.to_json() for lv in sc.profiles[self.profile_name].levels()],
+                                    "duration_s": sc.profiles[self.profile_name].duration_s,
+                                    "warmup_s": sc.profiles[self.profile_name].warmup_s,
+                                    "workloads": [{"name": w.name, "driver": w.driver,
+                                                   "description": w.description} for w in sc.workloads]}
+                          for sc, _ in self.selection},
+            "plan": [p.to_json() for p in plan],
+            "environment": fingerprint(self.root, tools),
+            "harness_overhead": [],
+        })
+        self.progress(f"run {self.run_id}: runtime {self.runtime.name}, profile {self.profile_name}, "
+                      f"{len(plan)} server runs, server CPUs {self.layout.server} "
+                      f"(quota {self.profile.server_cpu_quota} cores), load tool CPUs {self.layout.client}")
+        self.progress(f"results: {self.store.path}")
+        old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        status = "complete"
+        try:
+            removed = self.runtime.cleanup_leftovers(self.run_id)
+            for r in removed:
+                self.store.event("warning", f"removed leftover of a killed run: {r}")
+                self.progress(f"removed leftover of a killed run: {r}")
+            for sc, impls in self.selection:
+                for impl in impls:
+                    self.store.implementation(impl.id, **self._impl_record(impl))
+                    self._build(impl)
+            for sc, impls in self.selection:
+                if sc.interop is not None and self.interop:
+                    self.store.set_interop(sc.name, [])
+            for item in plan:
+                if item.impl.id in self.failed:
+                    continue
+                self._instance(item)
+            for sc, impls in self.selection:
+                for impl in impls:
+                    if impl.id not in self.failed:
+                        self.store.implementation(impl.id, status="ok")
+        except (KeyboardInterrupt, Interrupted):
+            status = "interrupted"
+            self.progress("interrupted: stopping servers, keeping what was measured")
+            raise
+        finally:
+            self._stop_all()
+            signal.signal(signal.SIGTERM, old_handler)
+            self.store.finish(status)
+        return self.store
+
+    def _on_sigterm(self, *_):
+        raise Interrupted()
+
+    def _stop_all(self) -> None:
+        for key, handle in list(self.live.items()):
+            try:
+                handle.stop(grace_s=5.0)
+            except Exception as exc:  # noqa: BLE001 - best effort at teardown
+                self.store.event("warning", f"stopping {key}: {exc}")
+            self.live.pop(key, None)
+
+    def _impl_record(self, impl: Implementation) -> dict:
+        return {"scenario": impl.scenario, "name": impl.name, "language": impl.language,
+                "framework": impl.framework, "description": impl.description,
+                "tuning": impl.tuning, "run_command": impl.run, "run_env": impl.run_env,
+                "status": "pending"}
+
+    # ------------------------------------------------------------------ build
+    def _build(self, impl: Implementation) -> None:
+        self.progress(f"{impl.id}: building")
+        sc = self.scenario_of(impl)
+        res = builder.build(impl, sc, self.cache_dir, self.logs / f"build-{impl.scenario}-{impl.name}.log",
+                            self.placeholders(impl))
+        self.builds[impl.id] = res
+        self.store.implementation(impl.id, build=res.to_json())
+        if not res.ok:
+            self.fail(impl, "build", res.error or "build failed")
+            return
+        size = f"{res.artifact_bytes / 1e6:.1f} MB" if res.artifact_bytes else "n/a"
+        self.progress(f"{impl.id}: built in {res.seconds or 0:.1f} s"
+                      f"{' (cached)' if res.cached else ''}, artifact {size}")
+        try:
+            info = self.runtime.prepare(impl, sc, self.logs)
+        except LangbenchError as exc:
+            self.fail(impl, "prepare", str(exc))
+            return
+        if info:
+            self.store.implementation(impl.id, **info)
+
+    # ------------------------------------------------------------------ one server run
+    def _instance(self, item: PlanItem) -> None:
+        sc, impl, trial = item.scenario, item.impl, item.trial
+        port = free_port()
+        key = f"{self.run_id}-{sc.name}-{impl.name}-t{trial}"
+        ph = self.placeholders(impl, port)
+        env = {"HOST": HOST, "PORT": str(port), "LANGBENCH_CPUS": str(len(self.layout.server))}
+        env.update({k: expand(v, ph) for k, v in sc.env.items()})
+        env.update({k: expand(v, ph) for k, v in impl.run_env.items()})
+        spec = LaunchSpec(run_id=self.run_id, key=key, impl=impl, scenario=sc, host=HOST, port=port,
+                          cpus=self.layout.server, cpu_quota=self.profile.server_cpu_quota, env=env,
+                          command=[expand(a, ph) for a in impl.run],
+                          log_path=self.logs / f"server-{sc.name}-{impl.name}-t{trial}.log",
+                          labels={"langbench.run": self.run_id, "langbench.impl": impl.id})
+        inst = {"key": key, "scenario": sc.name, "implementation_id": impl.id, "trial": trial,
+                "port": port, "command": spec.command, "env": env, "log": str(spec.log_path),
+                "startup_ms": None, "verify": None, "idle": None, "shutdown": None,
+                "crashed": False, "error": None, "phases": [], "timeseries": None}
+        self.store.add_instance(inst)
+        self.progress(f"{impl.id} trial {trial}: starting on {HOST}:{port}")
+        handle: ServerHandle | None = None
+        sampler = None
+        try:
+            try:
+                handle = self.runtime.start(spec)
+            except (OSError, LangbenchError) as exc:
+                raise ServerError(f"could not start {spec.command[0]}: {exc}") from None
+            self.live[key] = handle
+            inst["runtime"] = handle.describe()
+            startup = wait_ready(sc.readiness, HOST, port, handle.alive,
+                                 lambda: f"exit code {handle.exit_code()}; log: {handle.log_tail()}",
+                                 handle.started_at)
+            inst["startup_ms"] = startup * 1000
+            self.progress(f"{impl.id} trial {trial}: ready in {startup * 1000:.0f} ms")
+            if sc.verify is not None:
+                v = run_verdict([expand(a, ph) for a in sc.verify.command], sc.dir, sc.verify.timeout_s,
+                                cpus=self.layout.client)
+                inst["verify"] = v.to_json()
+                self.store.save()
+                if not v.ok:
+                    raise _VerifyFailed(v.detail)
+                self.progress(f"{impl.id} trial {trial}: verified ({v.detail})")
+            else:
+                inst["verify"] = {"ok": True, "detail": "scenario declares no verification", "checks": []}
+            if trial == 1 and sc.interop is not None and self.interop:
+                self._interop_column(sc, impl, port)
+            sampler = sampling.Sampler(handle.cpu_seconds, handle.memory_bytes, self.profile.sample_hz).start()
+            t_start = time.monotonic()
+            a = sampler.mark()
+            time.sleep(self.profile.idle_s)
+            b = sampler.mark()
+            idle_samples = sampling.window(sampler.snapshot(), a.t, b.t)
+            inst["idle"] = {"window_s": b.t - a.t, "cpu_cores": sampling.cpu_cores(a, b),
+                            "rss_mb": sampling.memory_stats(idle_samples)["mean_mb"]}
+            inst["phases"].append({"name": "idle", "t0": a.t - t_start, "t1": b.t - t_start})
+            self.store.save()
+            for w in sc.workloads:
+                self._workload(sc, impl, trial, key, w, port, handle, sampler, inst, t_start)
+        except _VerifyFailed as exc:
+            inst["error"] = f"verification failed: {exc}"
+            self.fail(impl, "verify", str(exc))
+        except ServerError as exc:
+            inst["error"] = str(exc)
+            inst["crashed"] = handle is not None and not handle.alive()
+            self.fail(impl, "run", str(exc))
+        finally:
+            if sampler is not None:
+                sampler.stop()
+                samples = sampler.snapshot()
+                if samples:
+                    inst["timeseries"] = sampling.timeseries(samples, samples[0].t)
+                self.store.data["harness_overhead"].append(
+                    {"instance": key, "sampler_cpu_s": sampler.own_cpu_s, "wall_s": sampler.wall_s,
+                     "cores": sampler.overhead_cores(), "samples": len(samples), "hz": self.profile.sample_hz})
+            if handle is not None:
+                crashed_before = not handle.alive()
+                res = handle.stop(grace_s=5.0)
+                self.live.pop(key, None)
+                inst["shutdown"] = {"exit_code": res.exit_code, "shutdown_ms": res.shutdown_s * 1000,
+                                    "killed": res.killed, "was_running": not crashed_before}
+                if not crashed_before:
+                    self.progress(f"{impl.id} trial {trial}: stopped in {res.shutdown_s * 1000:.0f} ms, "
+                                  f"exit {res.exit_code if not res.killed else 'killed after 5 s'}")
+            self.store.save()
+
+    def _workload(self, sc, impl, trial, key, w, port, handle, sampler, inst, t_start) -> None:
+        driver = get_driver(w.driver)
+        levels = sc.profiles[self.profile_name]
+        target = f"{HOST}:{port}"
+        common = dict(target=target, scenario=sc, workload=w, cpus=self.layout.client,
+                      client_bound_threshold=self.profile.client_bound_threshold)
+        if levels.warmup_s > 0:
+            top = max(levels.concurrency or [16])
+            t0 = time.monotonic() - t_start
+            try:
+                driver.run(level=Level("concurrency", top), duration_s=levels.warmup_s, raw_path=None, **common)
+            except ToolError as exc:
+                self.store.event("warning", f"warm-up failed: {exc}", implementation=impl.id, workload=w.name)
+            inst["phases"].append({"name": f"{w.name} warm-up", "t0": t0, "t1": time.monotonic() - t_start})
+        for level in levels.levels():
+            if not handle.alive():
+                raise ServerError(f"server died during workload {w.name} "
+                                  f"(exit code {handle.exit_code()}; log: {handle.log_tail()})")
+            raw = self.out_dir / "raw" / f"{sc.name}-{impl.name}-t{trial}-{w.name}-{level.key}.json"
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            m = {"scenario": sc.name, "implementation_id": impl.id, "instance": key, "trial": trial,
+                 "workload": w.name, "level": level.to_json(), "ok": False, "error": None,
+                 "load": None, "server": None}
+            a = sampler.mark()
+            try:
+                res = driver.run(level=level, duration_s=levels.duration_s, raw_path=raw, **common)
+                m["load"] = res.to_json()
+            except ToolError as exc:
+                m["error"] = str(exc)
+            b = sampler.mark()
+            inst["phases"].append({"name": f"{w.name} {level.key}", "t0": a.t - t_start, "t1": b.t - t_start})
+            win = sampling.window(sampler.snapshot(), a.t, b.t)
+            cores = sampling.cpu_cores(a, b)
+            mem = sampling.memory_stats(win)
+            cpu_s = b.cpu_s - a.cpu_s
+            load_ = m["load"]
+            m["server"] = {"cpu_s": cpu_s, "cpu_cores": cores, "window_s": b.t - a.t,
+                           "rss_mb": mem["mean_mb"], "rss_peak_mb": mem["peak_mb"], "samples": mem["n"]}
+            if load_ is not None:
+                answered = load_["ok_count"]
+                m["server"]["cpu_s_per_1k"] = cpu_s / answered * 1000 if answered else None
+                m["server"]["rps_per_cpu"] = load_["rps"] / cores if cores > 0 else None
+            alive = handle.alive()
+            if not alive:
+                m["error"] = (f"server died under load (exit code {handle.exit_code()}; "
+                              f"log: {handle.log_tail()})")
+            elif load_ is not None and load_["ok_count"] == 0:
+                m["error"] = "no successful answer: " + (", ".join(f"{k}: {v}" for k, v in
+                                                                  list(load_["error_kinds"].items())[:2]) or "?")
+            m["ok"] = m["error"] is None
+            self.store.add_measurement(m)
+            if load_ is not None:
+                self.progress(f"{impl.id} t{trial} {w.name} {level.key}: {load_['rps']:.0f} rps, "
+                              f"p99 {load_['latency_ms']['p99'] or 0:.2f} ms, server {cores:.2f} cores, "
+                              f"{(mem['mean_mb'] or 0):.1f} MB, errors {load_['errors']}"
+                              f"{', CLIENT-BOUND' if load_['client_bound'] else ''}")
+            else:
+                self.progress(f"{impl.id} t{trial} {w.name} {level.key}: {m['error']}")
+            if not alive:
+                raise ServerError(m["error"])
+
+    # ------------------------------------------------------------------ interop
+    def _interop_column(self, sc: Scenario, server: Implementation, port: int) -> None:
+        """Every built client of the scenario against this server."""
+        cells = self.store.data["interop"].setdefault(sc.name, [])
+        for _, impls in self.selection:
+            for client in impls:
+                if client.scenario != sc.name:
+                    continue
+                if client.client is None:
+                    cells.append({"client": client.language, "server": server.language, "ok": False,
+                                  "detail": "implementation ships no client"})
+                    continue
+                if not self.builds.get(client.id) or not self.builds[client.id].ok:
+                    cells.append({"client": client.language, "server": server.language, "ok": False,
+                                  "detail": "client not built"})
+                    continue
+                ph = self.placeholders(client, port)
+                v = run_verdict([expand(a, ph) for a in client.client], client.dir, sc.interop.timeout_s,
+                                cpus=self.layout.client,
+                                env={"LANGBENCH_CPUS": str(len(self.layout.client))})
+                cells.append({"client": client.language, "server": server.language, "ok": v.ok,
+                              "detail": v.detail, "client_impl": client.name, "server_impl": server.name})
+        self.store.set_interop(sc.name, cells)
+        mine = [c for c in cells if c["server"] == server.language]
+        self.progress(f"{server.id}: interop {sum(c['ok'] for c in mine)}/{len(mine)} clients ok")
+
+    def interop_only(self) -> list[dict]:
+        """Build, start each server once, run every client against it (no load)."""
+        self.profile = replace(self.profile, idle_s=0.0)
+        self.selection = [(replace(sc, workloads=[]), impls) for sc, impls in self.selection]
+        self.run()
+        return [c for cells in self.store.data["interop"].values() for c in cells]
+
+
+class _VerifyFailed(Exception):
+    pass

@@ -1,0 +1,89 @@
+"""The runtime interface: start a server, read its counters, stop it."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..manifest import Implementation, Scenario
+
+
+@dataclass
+class LaunchSpec:
+    run_id: str
+    key: str                      # unique per server start, e.g. "notes-grpc-go-t1"
+    impl: Implementation
+    scenario: Scenario
+    host: str
+    port: int
+    cpus: list[int]               # CPU affinity set
+    cpu_quota: float | None       # cores of CPU time (CFS quota), None = no cap
+    env: dict[str, str]           # full extra environment (HOST, PORT, scenario env...)
+    command: list[str]            # expanded run command
+    log_path: Path
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StopResult:
+    exit_code: int | None
+    shutdown_s: float
+    killed: bool                  # had to be killed after the grace period
+
+
+class ServerHandle(abc.ABC):
+    """One running server. CPU and memory cover its whole process tree."""
+
+    spec: LaunchSpec
+    started_at: float             # time.monotonic() when start was requested
+
+    @abc.abstractmethod
+    def alive(self) -> bool: ...
+
+    @abc.abstractmethod
+    def exit_code(self) -> int | None: ...
+
+    @abc.abstractmethod
+    def cpu_seconds(self) -> float:
+        """Cumulative CPU time (user + system) of the whole server since it started."""
+
+    @abc.abstractmethod
+    def memory_bytes(self) -> int:
+        """Memory now: resident set (process) or usage minus inactive file (container)."""
+
+    @abc.abstractmethod
+    def stop(self, grace_s: float = 5.0) -> StopResult:
+        """SIGTERM, wait up to grace_s, then kill; leaves nothing behind."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict:
+        """Facts for the results: pids or container id, pinning, accounting method."""
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.spec.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:])
+
+
+class Runtime(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def available(self) -> tuple[bool, str]:
+        """Whether this runtime can run here, and why not."""
+
+    def prepare(self, impl: Implementation, scenario: Scenario, log_dir: Path) -> dict:
+        """Anything to do once per implementation before any start (image build...)."""
+        return {}
+
+    @abc.abstractmethod
+    def start(self, spec: LaunchSpec) -> ServerHandle: ...
+
+    @abc.abstractmethod
+    def cleanup_leftovers(self, current_run: str | None = None) -> list[str]:
+        """Remove servers left by a killed run; return what was removed."""
+
+    def describe(self) -> dict:
+        return {"name": self.name}

@@ -1,0 +1,199 @@
+"""The `process` runtime: each server a native process tree on this machine.
+
+Pinned with CPU affinity (inherited by every child), capped with a CFS quota
+in a cgroup of its own, CPU read from the cgroup's cumulative counter (exact,
+includes exited children), memory as the resident set summed over the tree.
+Every server carries LANGBENCH_RUN_ID in its environment, so the processes of
+a killed run can be found and removed by the next one.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+
+from . import cgroups
+from .base import LaunchSpec, Runtime, ServerHandle, StopResult
+
+RUN_ENV = "LANGBENCH_RUN_ID"
+
+
+class ProcessHandle(ServerHandle):
+    def __init__(self, spec: LaunchSpec, use_cgroups: bool):
+        self.spec = spec
+        self.cgroup = cgroups.create(spec.key, spec.cpu_quota) if use_cgroups else None
+        env = dict(os.environ)
+        env.update(spec.env)
+        env[RUN_ENV] = spec.run_id
+        cpus = list(spec.cpus)
+        cg = self.cgroup
+
+        def pin() -> None:  # runs in the child before exec
+            os.sched_setaffinity(0, cpus)
+            if cg is not None:
+                cg.add(os.getpid())
+
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = spec.log_path.open("ab")
+        self.started_at = time.monotonic()
+        try:
+            self.popen = subprocess.Popen(
+                spec.command, cwd=spec.impl.dir, env=env, stdin=subprocess.DEVNULL,
+                stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=pin,
+            )
+        except OSError:
+            self._log.close()
+            if cg is not None:
+                cg.remove()
+            raise
+        self._proc = psutil.Process(self.popen.pid)
+        self._cpu_fallback = 0.0   # psutil accounting: CPU of children seen and gone
+        self._seen: dict[int, float] = {}
+
+    # -- state
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self.popen.poll()
+
+    def _tree(self) -> list[psutil.Process]:
+        if self.cgroup is not None:
+            procs = []
+            for pid in self.cgroup.pids():
+                try:
+                    procs.append(psutil.Process(pid))
+                except psutil.Error:
+                    pass
+            return procs
+        try:
+            return [self._proc] + self._proc.children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def cpu_seconds(self) -> float:
+        if self.cgroup is not None:
+            return self.cgroup.cpu_seconds()
+        # Fallback: sum over live processes, keeping the last value of exited ones.
+        for p in self._tree():
+            try:
+                t = p.cpu_times()
+                self._seen[p.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        return sum(self._seen.values())
+
+    def memory_bytes(self) -> int:
+        total = 0
+        for p in self._tree():
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._tree()]
+
+    # -- stop
+    def stop(self, grace_s: float = 5.0) -> StopResult:
+        t0 = time.monotonic()
+        killed = False
+        if self.popen.poll() is None:
+            try:
+                self.popen.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                killed = True
+        shutdown_s = time.monotonic() - t0
+        # Whatever is left of the tree (the main process after the grace
+        # period, or orphaned children) is killed: nothing stays behind.
+        self._kill_rest()
+        code = self.popen.wait(timeout=10)
+        self._log.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        return StopResult(exit_code=None if killed else code, shutdown_s=shutdown_s, killed=killed)
+
+    def _kill_rest(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        rest = [p for p in self._tree() if p.pid != os.getpid()]
+        for p in rest:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(rest, timeout=5)
+        if self.cgroup is not None:
+            deadline = time.monotonic() + 5
+            while self.cgroup.pids() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def describe(self) -> dict:
+        d = {"pid": self.popen.pid, "cpus": self.spec.cpus, "cpu_quota": self.spec.cpu_quota,
+             "cpu_accounting": "cgroup" if self.cgroup else "psutil",
+             "memory_accounting": "rss (psutil, whole process tree)"}
+        if self.cgroup is not None:
+            d.update(self.cgroup.describe())
+        else:
+            d["cpu_quota_applied"] = False
+        return d
+
+
+class ProcessRuntime(Runtime):
+    name = "process"
+
+    def __init__(self, use_cgroups: bool = True):
+        self.use_cgroups = use_cgroups and os.environ.get("LANGBENCH_NO_CGROUP", "") == ""
+
+    def available(self) -> tuple[bool, str]:
+        return True, "native processes"
+
+    def start(self, spec: LaunchSpec) -> ProcessHandle:
+        return ProcessHandle(spec, self.use_cgroups)
+
+    def cleanup_leftovers(self, current_run: str | None = None) -> list[str]:
+        removed = []
+        me = os.getpid()
+        for p in psutil.process_iter(["pid", "name"]):
+            if p.pid == me:
+                continue
+            try:
+                run = p.environ().get(RUN_ENV)
+            except psutil.Error:
+                continue
+            if run and run != current_run:
+                try:
+                    p.kill()
+                    removed.append(f"process {p.pid} ({p.info['name']}) of run {run}")
+                except psutil.Error:
+                    pass
+        for cg in cgroups.leftovers():
+            if current_run and cg.cpu_dir.name.startswith(current_run):
+                continue
+            for pid in cg.pids():
+                try:
+                    psutil.Process(pid).kill()
+                    removed.append(f"process {pid} in cgroup {cg.cpu_dir}")
+                except psutil.Error:
+                    pass
+            time.sleep(0.1)
+            cg.remove()
+        return removed
+
+    def describe(self) -> dict:
+        found = cgroups.detect() if self.use_cgroups else None
+        return {"name": self.name,
+                "cpu_quota_mechanism": f"cgroup v{found[0]} CFS quota" if found else "none (no writable cgroup)",
+                "cpu_accounting": "cgroup cumulative usage" if found else "psutil cpu_times",
+                "memory": "resident set size, summed over the process tree"}
