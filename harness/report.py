@@ -31,7 +31,8 @@ def _plt():
 
 def _svg(fig) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight",
+                metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     _plt().close(fig)
     svg = buf.getvalue()
     # Drop the XML prolog and DOCTYPE: the element is inlined into HTML.

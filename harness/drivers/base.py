@@ -98,7 +98,7 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of an already sorted list (q in 0..100)."""
     if not sorted_values:
         return None
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    rank = max(1, math.ceil(round(q * len(sorted_values) / 100, 9)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
+
+
+def langbench_processes() -> list[psutil.Process]:
+    """Processes started by any langbench run (they carry LANGBENCH_RUN_ID)."""
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == os.getpid():
+            continue
+        try:
+            if "LANGBENCH_RUN_ID" in p.environ():
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+@pytest.fixture
+def mini_root(tmp_path: Path) -> Path:
+    """A throw-away project root holding a copy of the notes-grpc scenario
+    (readiness timeout cut to 3 s) and no implementations yet."""
+    dst = tmp_path / "proj"
+    (dst / "implementations" / "notes-grpc").mkdir(parents=True)
+    shutil.copytree(ROOT / "scenarios" / "notes-grpc", dst / "scenarios" / "notes-grpc",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    toml = dst / "scenarios" / "notes-grpc" / "scenario.toml"
+    toml.write_text(toml.read_text().replace("timeout_s = 60\n", "timeout_s = 3\n", 1))
+    return dst
+
+
+def add_impl(root: Path, name: str, manifest: str, files: dict[str, str] | None = None) -> Path:
+    d = root / "implementations" / "notes-grpc" / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "langbench.toml").write_text(manifest)
+    for fname, text in (files or {}).items():
+        (d / fname).write_text(text)
+    return d
+
+
+PY = sys.executable

@@ -1,0 +1,146 @@
+"""End to end: real builds, real servers, real ghz, for all four languages."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness import results
+
+from ..conftest import ROOT, langbench_processes
+
+pytestmark = pytest.mark.e2e
+LANGBENCH = [sys.executable, "-m", "harness.cli", "--root", str(ROOT)]
+LANGS = {"python", "go", "rust", "scala"}
+
+
+def run_cli(*args, timeout=3000):
+    return subprocess.run([*LANGBENCH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    proc = run_cli("run", "notes-grpc", "--runtime", "process", "--profile", "quick", "--out", str(out))
+    print(proc.stderr[-6000:])
+    return proc, out
+
+
+def test_all_four_languages_verified_and_measured(quick_run):
+    proc, out = quick_run
+    data = results.load(out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert data["status"] == "complete"
+    impls = data["implementations"]
+    assert {v["language"] for v in impls.values()} == LANGS
+    for iid, rec in impls.items():
+        assert rec["status"] == "ok", (iid, rec.get("failure"))
+        assert rec["build"]["ok"] and rec["build"]["artifact_bytes"] > 0
+    for inst in data["instances"]:
+        assert inst["verify"]["ok"], inst["verify"]
+        assert inst["startup_ms"] > 0
+        assert inst["shutdown"]["exit_code"] == 0, (inst["key"], inst["shutdown"])
+        assert len(inst["timeseries"]["cpu_cores"]) > 10
+        assert inst["idle"]["rss_mb"] > 0
+    rows = results.flat_rows(data)
+    assert len(rows) == 4 * 2 * 3          # languages x workloads x levels (quick)
+    for r in rows:
+        assert r["ok"] and r["verified"], r
+        assert r["rps"] > 0 and r["requests"] > 0
+        assert r["cpu_cores"] > 0 and r["cpu_s_per_1k"] > 0
+        assert r["rss_mb"] > 0 and r["rss_peak_mb"] >= r["rss_mb"]
+        assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["server_cpus"] != r["client_cpus"]
+    env = data["environment"]
+    assert env["load_tools"]["ghz"].startswith("v")
+    assert all(env["toolchains"][k] for k in ("go", "rustc", "java", "maven"))
+    m = data["measurements"][0]
+    assert m["load"]["command"][0].endswith("ghz") and "--format" in m["load"]["command"]
+
+
+def test_interop_matrix_is_16_of_16(quick_run):
+    _, out = quick_run
+    cells = results.load(out)["interop"]["notes-grpc"]
+    assert len(cells) == 16
+    assert {(c["client"], c["server"]) for c in cells} == {(a, b) for a in LANGS for b in LANGS}
+    bad = [c for c in cells if not c["ok"]]
+    assert not bad, bad
+
+
+def test_report_and_table_from_the_run(quick_run, tmp_path):
+    _, out = quick_run
+    rep = tmp_path / "report.html"
+    proc = run_cli("report", str(out), "-o", str(rep))
+    assert proc.returncode == 0, proc.stderr
+    html = rep.read_text()
+    for lang in LANGS:
+        assert f"<b>{lang}</b> ({lang})" in html
+    assert html.count("<svg") >= 6 and "16/16 ok" in html
+    proc = run_cli("results", str(out), "--format", "json")
+    table = json.loads(proc.stdout)
+    assert {r["language"] for r in table} == LANGS
+
+
+def test_no_process_left_behind(quick_run):
+    assert langbench_processes() == []
+
+
+def test_interop_command(quick_run):
+    proc = run_cli("interop", "notes-grpc", "--runtime", "process", "--format", "json",
+                   "--out", str(Path(quick_run[1]).parent / "interop"))
+    cells = json.loads(proc.stdout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(cells) == 16 and all(c["ok"] for c in cells)
+    assert set(cells[0]) == {"client", "server", "ok", "detail"}
+    assert langbench_processes() == []
+
+
+def test_server_killed_mid_run_is_failed_and_others_complete(tmp_path):
+    out = tmp_path / "crash"
+    victim = {"pid": None}
+
+    def killer():
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            try:
+                data = json.loads((out / "results.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                time.sleep(0.2)
+                continue
+            if any(m["implementation_id"] == "notes-grpc/go" for m in data["measurements"]):
+                for p in langbench_processes():
+                    try:
+                        if "notes-grpc/go" in " ".join(p.cmdline()) or "notes-grpc/go" in p.cwd():
+                            victim["pid"] = p.pid
+                            p.send_signal(signal.SIGKILL)
+                    except psutil.Error:
+                        pass
+                if victim["pid"]:
+                    return
+            time.sleep(0.1)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    proc = run_cli("run", "notes-grpc", "--runtime", "process", "--profile", "quick", "--impl", "go",
+                   "--impl", "python", "--no-interop", "--seed", "1", "--out", str(out))
+    t.join(timeout=5)
+    assert victim["pid"], "the go server was never seen"
+    assert proc.returncode == 1
+    data = results.load(out)
+    go, py = data["implementations"]["notes-grpc/go"], data["implementations"]["notes-grpc/python"]
+    assert go["status"] == "failed" and "died" in go["failure"], go
+    assert py["status"] == "ok"
+    assert "FAILED notes-grpc/go" in proc.stderr
+    py_rows = [r for r in results.flat_rows(data) if r["language"] == "python"]
+    assert len(py_rows) == 6 and all(r["ok"] and r["rps"] > 0 for r in py_rows)
+    go_rows = [r for r in results.flat_rows(data) if r["language"] == "go"]
+    assert go_rows and not all(r["ok"] for r in go_rows)
+    assert langbench_processes() == []

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from harness import sampling
+from harness.manifest import discover
+from harness.runtimes import LaunchSpec, get_runtime
+from harness.runtimes import cgroups
+
+from .conftest import add_impl
+
+BUSY = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+child = os.fork()
+if child == 0:
+    while True:
+        pass
+print(sorted(os.sched_getaffinity(0)), flush=True)
+while True:
+    pass
+"""
+
+
+def spec_for(root, tmp_path, run_id="lbtestrun", quota=0.5):
+    add_impl(root, "busy", 'language = "python"\nframework = "none"\n[run]\ncommand = ["python3", "busy.py"]\n'
+             '[tuning]\nthreads = "2 busy processes"\n', {"busy.py": BUSY})
+    cat = discover(root)
+    impl = cat.implementations["notes-grpc"][0]
+    return LaunchSpec(run_id=run_id, key=f"{run_id}-busy", impl=impl, scenario=cat.scenario("notes-grpc"),
+                      host="127.0.0.1", port=0, cpus=[1], cpu_quota=quota, env={},
+                      command=[sys.executable, "busy.py"], log_path=tmp_path / "busy.log")
+
+
+def test_pinned_capped_measured_and_stopped(mini_root, tmp_path):
+    rt = get_runtime("process")
+    h = rt.start(spec_for(mini_root, tmp_path))
+    try:
+        time.sleep(0.5)
+        pids = [p.pid for p in [psutil.Process(h.popen.pid)] + psutil.Process(h.popen.pid).children(True)]
+        assert len(pids) == 2
+        for pid in pids:
+            assert psutil.Process(pid).cpu_affinity() == [1]
+        s = sampling.Sampler(h.cpu_seconds, h.memory_bytes, 20).start()
+        a = s.mark()
+        time.sleep(2.0)
+        b = s.mark()
+        s.stop()
+        cores = sampling.cpu_cores(a, b)
+        if h.cgroup is not None:
+            # two busy processes on one CPU, capped at half a core together
+            assert 0.35 <= cores <= 0.6, cores
+        else:
+            assert 0.8 <= cores <= 1.1, cores
+        assert h.memory_bytes() > 1_000_000
+    finally:
+        res = h.stop(grace_s=2.0)
+    assert res.exit_code == 0 and not res.killed
+    assert "[1]" in (tmp_path / "busy.log").read_text()
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_stop_kills_a_server_that_ignores_sigterm(mini_root, tmp_path):
+    spec = spec_for(mini_root, tmp_path, quota=None)
+    (spec.impl.dir / "busy.py").write_text("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                                           "time.sleep(60)\n")
+    h = get_runtime("process").start(spec)
+    time.sleep(0.3)
+    res = h.stop(grace_s=0.5)
+    assert res.killed and res.exit_code is None
+    assert h.popen.poll() is not None
+
+
+def test_leftovers_of_a_killed_run_are_removed(mini_root, tmp_path):
+    """A run killed with SIGKILL leaves its server; the next run removes it."""
+    spec = spec_for(mini_root, tmp_path, run_id="lbdeadrun")
+
+    # start the server from a separate harness process that we then SIGKILL
+    code = f"""
+import pickle, sys, time
+from harness.runtimes import get_runtime
+spec = pickle.loads(bytes.fromhex(sys.argv[1]))
+h = get_runtime("process").start(spec)
+print(h.popen.pid, flush=True)
+time.sleep(60)
+"""
+    import pickle
+    harness_proc = subprocess.Popen([sys.executable, "-c", code, pickle.dumps(spec).hex()],
+                                    stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    server_pid = int(harness_proc.stdout.readline())
+    harness_proc.kill()
+    harness_proc.wait()
+    assert psutil.pid_exists(server_pid)
+    removed = get_runtime("process").cleanup_leftovers(current_run="lbnewrun")
+    assert any(str(server_pid) in r for r in removed), removed
+    deadline = time.time() + 5
+    while time.time() < deadline and psutil.pid_exists(server_pid) and \
+            psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.05)
+    assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+    if cgroups.detect() is not None:
+        assert not any(c.cpu_dir.name == spec.key for c in cgroups.leftovers())
+
+
+@pytest.mark.skipif(cgroups.detect() is None, reason="no cgroup hierarchy on this machine")
+def test_cgroup_lifecycle():
+    cg = cgroups.create("lbtest-lifecycle", 0.25)
+    assert cg is not None
+    try:
+        if cg.version == 1:
+            assert (cg.cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "25000"
+        assert cg.cpu_seconds() >= 0
+    finally:
+        cg.remove()
+    assert not cg.cpu_dir.exists()
