@@ -14,9 +14,11 @@ class Verdict:
     detail: str
     checks: list
     command: list[str]
+    produced: int = 0      # correct answers the check itself caused (counted towards totals)
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "detail": self.detail, "checks": self.checks, "command": self.command}
+        return {"ok": self.ok, "detail": self.detail, "checks": self.checks, "command": self.command,
+                "produced": self.produced}
 
 
 def run_verdict(argv: list[str], cwd: Path, timeout_s: float, cpus: list[int] | None = None,
@@ -52,4 +54,5 @@ def run_verdict(argv: list[str], cwd: Path, timeout_s: float, cpus: list[int] | 
         detail = "; ".join(f"{c.get('name')}: {c.get('detail')}" for c in failed)[:500]
     else:
         detail = f"verdict not ok (exit {proc.returncode})"
-    return Verdict(ok, detail, checks, argv)
+    produced = data.get("produced", 0)
+    return Verdict(ok, detail, checks, argv, produced if isinstance(produced, int) else 0)

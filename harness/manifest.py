@@ -17,7 +17,7 @@ from .errors import InputError, ManifestError
 
 SCENARIO_FILE = "scenario.toml"
 IMPL_FILE = "langbench.toml"
-READINESS_KINDS = ("tcp", "grpc", "http")
+READINESS_KINDS = ("tcp", "grpc", "http", "command")
 LEVEL_KINDS = ("concurrency", "rate")
 
 
@@ -34,6 +34,29 @@ class Readiness:
 class CommandSpec:
     command: list[str]
     timeout_s: float
+
+
+@dataclass(frozen=True)
+class VerifyStep:
+    """One verification command; `stop_services` are stopped while it runs."""
+
+    name: str
+    command: list[str]
+    timeout_s: float
+    stop_services: list[str]
+
+
+@dataclass(frozen=True)
+class Service:
+    """A dependency the harness starts before a scenario's servers (a broker...)."""
+
+    name: str
+    setup: list[str] | None        # run once per run before the first start (fetch, install)
+    command: list[str]
+    env: dict[str, str]
+    ports: list[str]               # names of the ports the harness assigns: {svc.NAME.PORT}
+    readiness: Readiness
+    setup_timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -87,8 +110,11 @@ class Scenario:
     dir: Path
     env: dict[str, str]
     readiness: Readiness
-    verify: CommandSpec | None
+    verify: list[VerifyStep]
     interop: CommandSpec | None      # timeout for each client run; None = no interop
+    services: list[Service]
+    before_instance: CommandSpec | None   # run before each server start (fresh topic...)
+    after_load: CommandSpec | None        # run after every load phase (event counts...)
     workloads: list[Workload]
     profiles: dict[str, ProfileLevels]
     manifest_path: Path
@@ -256,28 +282,74 @@ def _command(t: _Table, key: str, default_timeout: float) -> CommandSpec | None:
     return CommandSpec(cmd, sub.positive("timeout_s", default_timeout))
 
 
+def _readiness(r: _Table) -> Readiness:
+    r.check_keys({"kind", "timeout_s", "method", "request_b64", "path", "body", "content_type",
+                  "expect_status", "command", "port"})
+    kind = r.get("kind", str, required=True)
+    if kind not in READINESS_KINDS:
+        raise r.err("kind", f"'{kind}' is not one of {', '.join(READINESS_KINDS)}")
+    if kind == "grpc":
+        r.get("method", str, required=True)
+        r.get("request_b64", str, default="")
+    if kind == "command":
+        r.str_list("command", required=True, nonempty=True)
+    if kind == "http":
+        r.get("path", str, default="/")
+        r.get("method", str, default="GET")
+        r.get("body", str, default="")
+        r.get("expect_status", int, default=0)
+    params = {k: v for k, v in r.data.items() if k not in ("kind", "timeout_s")}
+    return Readiness(kind, params, r.positive("timeout_s", 60.0))
+
+
+def _verify_steps(t: _Table, services: list[str]) -> list[VerifyStep]:
+    raw = t.data.get("verify")
+    if raw is None:
+        return []
+    items = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(items, list):
+        raise t.err("verify", "expected a table or a list of tables")
+    steps = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise t.err(f"verify[{i}]", "expected a table")
+        v = _Table(item, t.path, "verify." if isinstance(raw, dict) else f"verify[{i}].")
+        v.check_keys({"name", "command", "timeout_s", "stop_services"})
+        stop = v.str_list("stop_services")
+        for name in stop:
+            if name not in services:
+                raise v.err("stop_services", f"no service named '{name}'")
+        steps.append(VerifyStep(v.get("name", str, default=f"step{i + 1}"),
+                                v.str_list("command", required=True, nonempty=True),
+                                v.positive("timeout_s", 60.0), stop))
+    return steps
+
+
 # --------------------------------------------------------------------------- loaders
 
 def load_scenario(path: Path) -> Scenario:
     path = Path(path)
     t = _Table(_read_toml(path), path)
     t.check_keys({"name", "title", "description", "protocol", "env", "readiness", "verify",
-                  "interop", "workloads", "profiles"})
+                  "interop", "workloads", "profiles", "services", "before_instance", "after_load"})
     name = t.get("name", str, required=True)
     if name != path.parent.name:
         raise t.err("name", f"'{name}' differs from the folder name '{path.parent.name}'")
 
-    r = t.sub("readiness", required=True)
-    kind = r.get("kind", str, required=True)
-    if kind not in READINESS_KINDS:
-        raise r.err("kind", f"'{kind}' is not one of {', '.join(READINESS_KINDS)}")
-    params = {k: v for k, v in r.data.items() if k not in ("kind", "timeout_s")}
-    readiness = Readiness(kind, params, r.positive("timeout_s", 60.0))
-    if kind == "grpc":
-        r.get("method", str, required=True)
-        r.get("request_b64", str, default="")
-    if kind == "http":
-        r.get("path", str, default="/")
+    readiness = _readiness(t.sub("readiness", required=True))
+    services = []
+    for i, raw in enumerate(t.get("services", list, default=[])):
+        if not isinstance(raw, dict):
+            raise t.err(f"services[{i}]", "expected a table")
+        sv = _Table(raw, path, f"services[{i}].")
+        sv.check_keys({"name", "setup", "command", "env", "ports", "readiness", "setup_timeout_s"})
+        services.append(Service(
+            name=sv.get("name", str, required=True), setup=sv.str_list("setup") or None,
+            command=sv.str_list("command", required=True, nonempty=True), env=sv.str_map("env"),
+            ports=sv.str_list("ports"), readiness=_readiness(sv.sub("readiness", required=True)),
+            setup_timeout_s=sv.positive("setup_timeout_s", 900.0)))
+    names = [sv.name for sv in services]
+    verify = _verify_steps(t, names)
 
     workloads = []
     raw_workloads = t.get("workloads", list, required=True)
@@ -311,8 +383,10 @@ def load_scenario(path: Path) -> Scenario:
         name=name, title=t.get("title", str, default=name),
         description=t.get("description", str, default=""),
         protocol=t.get("protocol", str, required=True), dir=path.parent.resolve(),
-        env=t.str_map("env"), readiness=readiness, verify=_command(t, "verify", 60.0),
-        interop=_command(t, "interop", 60.0), workloads=workloads, profiles=profiles,
+        env=t.str_map("env"), readiness=readiness, verify=verify,
+        interop=_command(t, "interop", 60.0), services=services,
+        before_instance=_command(t, "before_instance", 120.0),
+        after_load=_command(t, "after_load", 120.0), workloads=workloads, profiles=profiles,
         manifest_path=path,
     )
 

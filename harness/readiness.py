@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import http.client
 import socket
+import subprocess
 import time
 from typing import Callable
 
@@ -20,13 +21,26 @@ def _tcp(host: str, port: int, params: dict) -> bool:
 
 
 def _http(host: str, port: int, params: dict) -> bool:
+    """One HTTP request; ready on `expect_status` (default: any status below 500)."""
     try:
-        conn = http.client.HTTPConnection(host, port, timeout=2)
-        conn.request(params.get("method", "GET"), params.get("path", "/"))
+        conn = http.client.HTTPConnection(host, port, timeout=7)
+        body = params.get("body") or None
+        headers = {"Content-Type": params.get("content_type", "application/json")} if body else {}
+        conn.request(params.get("method", "GET"), params.get("path", "/"), body=body, headers=headers)
         status = conn.getresponse().status
         conn.close()
-        return status < 500
     except (OSError, http.client.HTTPException):
+        return False
+    want = params.get("expect_status") or 0
+    return status == want if want else status < 500
+
+
+def _command(host: str, port: int, params: dict) -> bool:
+    """A command (placeholders already filled in) that exits 0 once ready."""
+    try:
+        return subprocess.run(params["command"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
         return False
 
 
@@ -49,7 +63,8 @@ def _grpc(host: str, port: int, params: dict) -> bool:
             return False
 
 
-PROBES: dict[str, Callable[[str, int, dict], bool]] = {"tcp": _tcp, "http": _http, "grpc": _grpc}
+PROBES: dict[str, Callable[[str, int, dict], bool]] = {"tcp": _tcp, "http": _http, "grpc": _grpc,
+                                                        "command": _command}
 
 
 def wait_ready(readiness: Readiness, host: str, port: int, alive: Callable[[], bool],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import signal
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -22,6 +23,7 @@ from .profiles import CpuLayout, Profile
 from .readiness import wait_ready
 from .results import ResultsStore
 from .runtimes import LaunchSpec, Runtime, ServerHandle
+from .services import ServiceManager
 
 HOST = "127.0.0.1"
 
@@ -96,6 +98,7 @@ class Runner:
         if self.seed is None:
             self.seed = random.SystemRandom().randrange(2**31)
         self.cache_dir = self.root / ".langbench" / "build-cache"
+        self.services: ServiceManager | None = None
         self.logs = self.out_dir / "logs"
 
     # ------------------------------------------------------------------ helpers
@@ -164,10 +167,8 @@ class Runner:
             for sc, impls in self.selection:
                 if sc.interop is not None and self.interop:
                     self.store.set_interop(sc.name, [])
-            for item in plan:
-                if item.impl.id in self.failed:
-                    continue
-                self._instance(item)
+            for sc, impls in self.selection:
+                self._scenario(sc, impls, [p for p in plan if p.scenario.name == sc.name])
             for sc, impls in self.selection:
                 for impl in impls:
                     if impl.id not in self.failed:
@@ -182,10 +183,44 @@ class Runner:
             self.store.finish(status)
         return self.store
 
+    def _scenario(self, sc: Scenario, impls: list[Implementation], items: list[PlanItem]) -> None:
+        """Start the scenario's services, run its server runs, stop the services."""
+        todo = [p for p in items if p.impl.id not in self.failed]
+        if not todo:
+            return
+        self.services = None
+        if sc.services:
+            self.services = ServiceManager(sc, self.run_id, self.layout.client, self.out_dir,
+                                           {"python": sys.executable, "scenario_dir": str(sc.dir), "host": HOST},
+                                           free_port, self.profile.sample_hz, self.progress)
+            self.store.data.setdefault("services", {})[sc.name] = self.services.describe()
+            try:
+                self.services.setup()
+                self.services.start_all()
+            except ServerError as exc:
+                self.services.stop_all()
+                for impl in impls:
+                    self.fail(impl, "service", str(exc))
+                self.services = None
+                return
+            self.store.data["services"][sc.name] = self.services.describe()
+            self.store.save()
+        try:
+            for item in items:
+                if item.impl.id not in self.failed:
+                    self._instance(item)
+        finally:
+            if self.services is not None:
+                self.services.stop_all()
+                self.store.data["services"][sc.name] = self.services.describe()
+                self.services = None
+
     def _on_sigterm(self, *_):
         raise Interrupted()
 
     def _stop_all(self) -> None:
+        if getattr(self, "services", None) is not None:
+            self.services.stop_all()
         for key, handle in list(self.live.items()):
             try:
                 handle.stop(grace_s=5.0)
@@ -227,6 +262,9 @@ class Runner:
         port = free_port()
         key = f"{self.run_id}-{sc.name}-{impl.name}-t{trial}"
         ph = self.placeholders(impl, port)
+        ph["instance"] = f"{impl.name}-t{trial}-{uuid.uuid4().hex[:6]}"
+        if self.services is not None:
+            ph.update(self.services.placeholders())
         env = {"HOST": HOST, "PORT": str(port), "LANGBENCH_CPUS": str(len(self.layout.server))}
         env.update({k: expand(v, ph) for k, v in sc.env.items()})
         env.update({k: expand(v, ph) for k, v in impl.run_env.items()})
@@ -238,12 +276,15 @@ class Runner:
         inst = {"key": key, "scenario": sc.name, "implementation_id": impl.id, "trial": trial,
                 "port": port, "command": spec.command, "env": env, "log": str(spec.log_path),
                 "startup_ms": None, "verify": None, "idle": None, "shutdown": None,
-                "crashed": False, "error": None, "phases": [], "timeseries": None}
+                "crashed": False, "error": None, "phases": [], "timeseries": None,
+                "instance_tag": ph["instance"], "ok_total": 0}
         self.store.add_instance(inst)
         self.progress(f"{impl.id} trial {trial}: starting on {HOST}:{port}")
         handle: ServerHandle | None = None
         sampler = None
         try:
+            if sc.before_instance is not None:
+                self._hook(sc.before_instance.command, ph, sc, sc.before_instance.timeout_s, "before_instance")
             try:
                 handle = self.runtime.start(spec)
             except (OSError, LangbenchError) as exc:
@@ -255,30 +296,25 @@ class Runner:
                                  handle.started_at)
             inst["startup_ms"] = startup * 1000
             self.progress(f"{impl.id} trial {trial}: ready in {startup * 1000:.0f} ms")
-            if sc.verify is not None:
-                v = run_verdict([expand(a, ph) for a in sc.verify.command], sc.dir, sc.verify.timeout_s,
-                                cpus=self.layout.client)
-                inst["verify"] = v.to_json()
-                self.store.save()
-                if not v.ok:
-                    raise _VerifyFailed(v.detail)
-                self.progress(f"{impl.id} trial {trial}: verified ({v.detail})")
-            else:
-                inst["verify"] = {"ok": True, "detail": "scenario declares no verification", "checks": []}
+            self._verify(sc, impl, trial, ph, inst)
             if trial == 1 and sc.interop is not None and self.interop:
                 self._interop_column(sc, impl, port)
             sampler = sampling.Sampler(handle.cpu_seconds, handle.memory_bytes, self.profile.sample_hz).start()
             t_start = time.monotonic()
+            sa = self.services.marks() if self.services else {}
             a = sampler.mark()
             time.sleep(self.profile.idle_s)
             b = sampler.mark()
+            sb = self.services.marks() if self.services else {}
             idle_samples = sampling.window(sampler.snapshot(), a.t, b.t)
             inst["idle"] = {"window_s": b.t - a.t, "cpu_cores": sampling.cpu_cores(a, b),
                             "rss_mb": sampling.memory_stats(idle_samples)["mean_mb"]}
+            if sa:
+                inst["idle"]["services"] = self.services.window(sa, sb)
             inst["phases"].append({"name": "idle", "t0": a.t - t_start, "t1": b.t - t_start})
             self.store.save()
             for w in sc.workloads:
-                self._workload(sc, impl, trial, key, w, port, handle, sampler, inst, t_start)
+                self._workload(sc, impl, trial, key, w, port, handle, sampler, inst, t_start, ph)
         except _VerifyFailed as exc:
             inst["error"] = f"verification failed: {exc}"
             self.fail(impl, "verify", str(exc))
@@ -306,7 +342,55 @@ class Runner:
                                   f"exit {res.exit_code if not res.killed else 'killed after 5 s'}")
             self.store.save()
 
-    def _workload(self, sc, impl, trial, key, w, port, handle, sampler, inst, t_start) -> None:
+    def _hook(self, command: list[str], ph: dict, sc: Scenario, timeout_s: float, name: str) -> None:
+        argv = [expand(a, ph) for a in command]
+        try:
+            proc = subprocess.run(argv, cwd=sc.dir, capture_output=True, text=True, timeout=timeout_s,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServerError(f"{name} hook failed: {exc}") from None
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or [""]
+            raise ServerError(f"{name} hook exited with code {proc.returncode}: {tail[0][:300]}")
+
+    def _verify(self, sc: Scenario, impl: Implementation, trial: int, ph: dict, inst: dict) -> None:
+        """Every verification step; services named by a step are stopped while it runs."""
+        if not sc.verify:
+            inst["verify"] = {"ok": True, "detail": "scenario declares no verification", "checks": []}
+            return
+        steps = []
+        inst["verify"] = {"ok": False, "detail": "", "checks": [], "steps": steps}
+        for step in sc.verify:
+            for name in step.stop_services:
+                self.progress(f"{impl.id} trial {trial}: stopping service {name} for check '{step.name}'")
+                self.services.stop(name)
+            try:
+                v = run_verdict([expand(a, ph) for a in step.command], sc.dir, step.timeout_s,
+                                cpus=self.layout.client)
+            finally:
+                for name in step.stop_services:
+                    self.services.restart(name)
+            steps.append({"name": step.name, **v.to_json()})
+            inst["verify"]["checks"] += v.checks
+            inst["ok_total"] += v.produced
+            self.store.save()
+            if not v.ok:
+                inst["verify"]["detail"] = f"{step.name}: {v.detail}"
+                raise _VerifyFailed(inst["verify"]["detail"])
+        n = len(inst["verify"]["checks"])
+        inst["verify"].update(ok=True, detail=f"{n}/{n} checks passed")
+        self.store.save()
+        self.progress(f"{impl.id} trial {trial}: verified ({inst['verify']['detail']})")
+
+    def _after_load(self, sc: Scenario, ph: dict, inst: dict) -> dict | None:
+        """The scenario's check after a load phase, told how many correct answers were counted."""
+        if sc.after_load is None:
+            return None
+        v = run_verdict([expand(a, {**ph, "ok_total": str(inst["ok_total"])}) for a in sc.after_load.command],
+                        sc.dir, sc.after_load.timeout_s, cpus=self.layout.client)
+        return v.to_json()
+
+    def _workload(self, sc, impl, trial, key, w, port, handle, sampler, inst, t_start, ph) -> None:
         driver = get_driver(w.driver)
         levels = sc.profiles[self.profile_name]
         target = f"{HOST}:{port}"
@@ -316,9 +400,14 @@ class Runner:
             top = max(levels.concurrency or [16])
             t0 = time.monotonic() - t_start
             try:
-                driver.run(level=Level("concurrency", top), duration_s=levels.warmup_s, raw_path=None, **common)
+                res = driver.run(level=Level("concurrency", top), duration_s=levels.warmup_s, raw_path=None,
+                                 **common)
+                inst["ok_total"] += res.ok_count
             except ToolError as exc:
                 self.store.event("warning", f"warm-up failed: {exc}", implementation=impl.id, workload=w.name)
+            check = self._after_load(sc, ph, inst)
+            if check is not None and not check["ok"]:
+                raise ServerError(f"check after the {w.name} warm-up failed: {check['detail']}")
             inst["phases"].append({"name": f"{w.name} warm-up", "t0": t0, "t1": time.monotonic() - t_start})
         for level in levels.levels():
             if not handle.alive():
@@ -329,13 +418,17 @@ class Runner:
             m = {"scenario": sc.name, "implementation_id": impl.id, "instance": key, "trial": trial,
                  "workload": w.name, "level": level.to_json(), "ok": False, "error": None,
                  "load": None, "server": None}
+            sa = self.services.marks() if self.services else {}
             a = sampler.mark()
             try:
                 res = driver.run(level=level, duration_s=levels.duration_s, raw_path=raw, **common)
                 m["load"] = res.to_json()
+                inst["ok_total"] += res.ok_count
             except ToolError as exc:
                 m["error"] = str(exc)
             b = sampler.mark()
+            if sa:
+                m["services"] = self.services.window(sa, self.services.marks())
             inst["phases"].append({"name": f"{w.name} {level.key}", "t0": a.t - t_start, "t1": b.t - t_start})
             win = sampling.window(sampler.snapshot(), a.t, b.t)
             cores = sampling.cpu_cores(a, b)
@@ -355,6 +448,12 @@ class Runner:
             elif load_ is not None and load_["ok_count"] == 0:
                 m["error"] = "no successful answer: " + (", ".join(f"{k}: {v}" for k, v in
                                                                   list(load_["error_kinds"].items())[:2]) or "?")
+            if alive:
+                check = self._after_load(sc, ph, inst)
+                if check is not None:
+                    m["after_load"] = check
+                    if not check["ok"] and m["error"] is None:
+                        m["error"] = f"check after load failed: {check['detail']}"
             m["ok"] = m["error"] is None
             self.store.add_measurement(m)
             if load_ is not None:

