@@ -3,6 +3,8 @@
 #   - Debian packages: protobuf-compiler, python3-venv (as root, when missing)
 #   - the Python virtual environment .venv with the harness (pip install -e .[test])
 #   - the load tools, built from the Go module proxy into tools/bin (ghz)
+#   - the Docker engine (Debian's docker.io, as root, when no daemon answers)
+#     and the local base images of the docker runtime (langbench images)
 # Usage: ./setup.sh            (then .venv/bin/langbench ...)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -52,4 +54,48 @@ if [ ! -x tools/bin/ghz ] || ! go version -m tools/bin/ghz 2>/dev/null | grep -q
   log "building ghz ${GHZ_VERSION} from the Go module proxy"
   GOBIN="$PWD/tools/bin" GOFLAGS=-mod=mod go install "github.com/bojand/ghz/cmd/ghz@${GHZ_VERSION}"
 fi
+# ---------------------------------------------------------------- Docker engine and base images
+# The docker runtime needs a Docker daemon and the local base images. Where no
+# daemon answers and we are root on Debian, Debian's docker.io is installed
+# and dockerd started in the background (these machines have no systemd).
+# This happens here only, never in `langbench run`. LANGBENCH_NO_DOCKER=1
+# skips the section (`--runtime auto` then uses the process runtime).
+docker_answers() { .venv/bin/python -c "import docker; docker.from_env(timeout=5).ping()" >/dev/null 2>&1; }
+DOCKERD_LOG="${LANGBENCH_DOCKERD_LOG:-/var/log/langbench-dockerd.log}"
+if [ "${LANGBENCH_NO_DOCKER:-}" = "1" ]; then
+  log "LANGBENCH_NO_DOCKER=1: skipping the Docker engine and base images"
+elif docker_answers; then
+  :
+elif [ "$(id -u)" -eq 0 ] && [ -r /etc/debian_version ] && command -v apt-get >/dev/null; then
+  docker_missing=()
+  for p in docker.io debootstrap; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || docker_missing+=("$p")
+  done
+  if [ ${#docker_missing[@]} -gt 0 ]; then
+    log "no Docker daemon answers: installing Debian packages ${docker_missing[*]} for the docker runtime"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${docker_missing[@]}" >/dev/null
+  fi
+  log "starting the Docker daemon: dockerd in the background, log in ${DOCKERD_LOG}"
+  setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do docker_answers && break; sleep 1; done
+  if docker_answers; then
+    log "Docker daemon is up"
+  else
+    log "the Docker daemon did not answer within 60 s (see ${DOCKERD_LOG}); the docker runtime is unavailable"
+  fi
+else
+  log "no Docker daemon answers and this is not root on Debian: the docker runtime is unavailable" \
+      "(start a Docker daemon yourself; --runtime auto uses the process runtime meanwhile)"
+fi
+if [ "${LANGBENCH_NO_DOCKER:-}" != "1" ] && docker_answers; then
+  if [ "$(id -u)" -eq 0 ] && ! command -v debootstrap >/dev/null && command -v apt-get >/dev/null; then
+    log "installing debootstrap (the local base images are made from Debian packages)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null; }
+  fi
+  .venv/bin/langbench images >/dev/null   # builds only the missing ones; prints its own progress
+  log "base images: $(.venv/bin/python -c "from harness import images; print(', '.join(f\"{d['tag']} {d['size_mb']} MB\" for d in images.describe(images.client()) if d['present']))")"
+fi
+
 log "ready: $(.venv/bin/langbench --version), ghz $(go version -m tools/bin/ghz | awk '$1=="mod"{print $3}')"

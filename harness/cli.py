@@ -56,16 +56,20 @@ def choose_runtime(name: str):
     if name == "auto":
         try:
             docker_rt = get_runtime("docker")
-            ok, _ = docker_rt.available()
+            ok, why = docker_rt.available()
             if ok:
+                docker_rt.selected = f"auto: a Docker daemon answers ({why})"
                 return docker_rt
-        except (LangbenchError, ImportError):
-            pass
-        return get_runtime("process")
+        except (LangbenchError, ImportError) as exc:
+            why = str(exc)
+        rt = get_runtime("process")
+        rt.selected = f"auto: no Docker daemon ({why})"
+        return rt
     rt = get_runtime(name)
     ok, why = rt.available()
     if not ok:
         raise LangbenchError(f"runtime '{name}' is not available here: {why}")
+    rt.selected = f"--runtime {name}"
     return rt
 
 
@@ -162,12 +166,24 @@ def _print_interop(cells: list[dict], fmt: str) -> int:
     return ExitCode.OK if cells and all(c["ok"] for c in cells) else ExitCode.FAILURE
 
 
+def cmd_images(args) -> int:
+    from . import images
+    root = project_root(args.root)
+    log_dir = root / ".langbench" / "images"
+    done = images.build_all(args.base or None, force=args.force, root_image=args.root_image, log_dir=log_dir)
+    for d in done:
+        state = "exists" if d.get("skipped") else f"built in {d.get('seconds', 0):.0f} s"
+        print(f"{d['tag']}: {d['size_mb']:.1f} MB, {state} ({d.get('origin') or '?'})")
+    return ExitCode.OK
+
+
 def cmd_report(args) -> int:
     from .report import write_report
     from .results import load
     data = load(Path(args.dir))
     out = Path(args.output) if args.output else Path(data["_path"]).parent / "report.html"
-    write_report(Path(data["_path"]), out)
+    baseline = load(Path(args.baseline))["_path"] if args.baseline else None
+    write_report(Path(data["_path"]), out, Path(baseline) if baseline else None, parse_threshold(args.threshold))
     print(out)
     return ExitCode.OK
 
@@ -176,7 +192,53 @@ def cmd_results(args) -> int:
     from .results import COLUMNS, flat_rows, load
     from .tables import FORMATS
     data = load(Path(args.dir))
-    text = FORMATS[args.format](flat_rows(data), COLUMNS)
+    rows = flat_rows(data)
+    if args.summary:
+        from .summary import summary_columns, summary_rows
+        text = FORMATS[args.format](summary_rows(rows), summary_columns())
+    else:
+        text = FORMATS[args.format](rows, COLUMNS)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return ExitCode.OK
+
+
+def parse_threshold(text: str) -> float:
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise InputError(f"--threshold: '{text}' is not a percentage such as 10%") from None
+    if not 0 <= value < 10:
+        raise InputError(f"--threshold: '{text}' is out of range")
+    return value
+
+
+def cmd_compare(args) -> int:
+    from .compare_fmt import render_compare
+    from .results import flat_rows, load
+    from .summary import compare
+    threshold = parse_threshold(args.threshold)
+    base, cur = load(Path(args.base)), load(Path(args.current))
+    verdicts = compare(flat_rows(base), flat_rows(cur), threshold)
+    sys.stdout.write(render_compare(verdicts, args.format, threshold, base, cur))
+    return ExitCode.FAILURE if any(v["verdict"] == "regressed" for v in verdicts) else ExitCode.OK
+
+
+def cmd_export(args) -> int:
+    from .exports import dumps, to_pytest_benchmark
+    from .results import COLUMNS, flat_rows, load
+    from .tables import to_csv, to_json
+    data = load(Path(args.dir))
+    rows = flat_rows(data)
+    if args.format == "pytest-benchmark":
+        text = dumps(to_pytest_benchmark(data, rows))
+    elif args.format == "csv":
+        text = to_csv(rows, COLUMNS)
+    else:
+        text = to_json(rows, COLUMNS)
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -221,16 +283,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["text", "json"], default="text")
     s.set_defaults(func=lambda a: cmd_run(a, interop_only=True), no_report=True)
 
+    s = sub.add_parser("images", help="build the local base images for the docker runtime (from Debian packages)")
+    s.add_argument("base", nargs="*", metavar="BASE", help="cc, python, java (default: all)")
+    s.add_argument("--force", action="store_true", help="rebuild even when the tags exist")
+    s.add_argument("--root-image", metavar="REF",
+                   help="build on this image (e.g. debian:bookworm-slim from a registry) instead of a debootstrap root")
+    s.set_defaults(func=cmd_images)
+
     s = sub.add_parser("report", help="render a run's self-contained HTML report")
     s.add_argument("dir", metavar="DIR", help="a run's results folder (or its results.json)")
     s.add_argument("-o", "--output", metavar="FILE")
+    s.add_argument("--baseline", metavar="BASE", help="a run to compare against (verdicts in the report)")
+    s.add_argument("--threshold", default="10%", help="with --baseline: smallest change that counts")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("results", help="a run's flat table: one row per measurement")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--format", choices=["csv", "json", "markdown"], default="csv")
+    s.add_argument("--summary", action="store_true",
+                   help="one row per scenario, implementation, workload and level: medians, 95%% intervals, CV")
     s.add_argument("-o", "--output", metavar="FILE")
     s.set_defaults(func=cmd_results)
+
+    s = sub.add_parser("compare", help="verdicts between two runs; exit 1 on a significant regression")
+    s.add_argument("base", metavar="BASE", help="baseline run folder or results.json")
+    s.add_argument("current", metavar="CURRENT", help="current run folder or results.json")
+    s.add_argument("--threshold", default="10%", help="smallest change that counts (default 10%%)")
+    s.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("export", help="a run for other tools: pytest-benchmark JSON, CSV, JSON")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--format", choices=["pytest-benchmark", "csv", "json"], default="pytest-benchmark")
+    s.add_argument("-o", "--output", metavar="FILE")
+    s.set_defaults(func=cmd_export)
     return p
 
 

@@ -284,7 +284,7 @@ def _command(t: _Table, key: str, default_timeout: float) -> CommandSpec | None:
 
 def _readiness(r: _Table) -> Readiness:
     r.check_keys({"kind", "timeout_s", "method", "request_b64", "path", "body", "content_type",
-                  "expect_status", "command", "port"})
+                  "expect_status", "command", "port", "counts_as_ok"})
     kind = r.get("kind", str, required=True)
     if kind not in READINESS_KINDS:
         raise r.err("kind", f"'{kind}' is not one of {', '.join(READINESS_KINDS)}")

@@ -118,11 +118,80 @@ def _fmt(v, nd=1):
     return str(v)
 
 
-def build_context(data: dict) -> dict:
+def _cell(srow: dict | None, metric: str, nd: int = 1) -> dict:
+    """Median with its 95% interval (when there are several trials) and the CV flag."""
+    if srow is None or srow.get(f"{metric}_median") is None:
+        return {"text": "–", "ci": "", "unstable": False}
+    med = srow[f"{metric}_median"]
+    lo, hi, cv = srow[f"{metric}_ci_low"], srow[f"{metric}_ci_high"], srow[f"{metric}_cv"]
+    ci = f"{_fmt(lo, nd)}–{_fmt(hi, nd)}" if srow["trials"] > 1 and lo is not None else ""
+    return {"text": _fmt(med, nd), "ci": ci, "unstable": cv is not None and cv > 0.10,
+            "cv": f"CV {cv:.1%}" if cv is not None else ""}
+
+
+def hackday_table(data: dict, scenario: str, srows: list[dict], meta: dict) -> list[dict]:
+    """The original write-up's comparison, measured: image size, memory idle and
+    under load, CPU idle and under load, per language (medians over trials).
+    'Under load' is the first workload's first fixed-rate level (the same
+    offered load for everyone), else its highest concurrency."""
+    workloads = meta.get("workloads") or []
+    rate = [lv["key"] for lv in meta.get("levels", []) if lv["kind"] == "rate"]
+    closed = [lv["key"] for lv in meta.get("levels", []) if lv["kind"] == "concurrency"]
+    if not workloads or not (rate or closed):
+        return []
+    w, level = workloads[0]["name"], (rate[0] if rate else closed[-1])
+    out = []
+    for iid, rec in sorted(data["implementations"].items()):
+        if rec.get("scenario") != scenario:
+            continue
+        sr = next((r for r in srows if r["implementation"] == rec.get("name") and r["workload"] == w
+                   and r["level"] == level), None)
+        insts = [i for i in data["instances"] if i["implementation_id"] == iid and i.get("idle")]
+        svc_idle = [sum((v.get("rss_mb") or 0) for v in (i["idle"].get("services") or {}).values())
+                    for i in insts if i["idle"].get("services")]
+        svc_idle_cpu = [sum(v["cpu_cores"] for v in (i["idle"].get("services") or {}).values())
+                        for i in insts if i["idle"].get("services")]
+        out.append({
+            "language": rec.get("language"), "name": rec.get("name"), "status": rec.get("status"),
+            "image_mb": (rec.get("image") or {}).get("size_mb"),
+            "image_base": ((rec.get("image") or {}).get("base") or {}).get("ref"),
+            "image_base_origin": ((rec.get("image") or {}).get("base") or {}).get("origin"),
+            "startup_ms": stats_median([i.get("startup_ms") for i in insts]),
+            "artifact_mb": ((rec.get("build") or {}).get("artifact_bytes") or 0) / 1e6 or None,
+            "idle_rss": sr and sr["idle_rss_mb_median"], "load_rss": sr and sr["rss_mb_median"],
+            "idle_cpu": sr and sr["idle_cpu_cores_median"], "load_cpu": sr and sr["cpu_cores_median"],
+            "rps": sr and sr["rps_median"],
+            "svc_idle_rss": stats_median(svc_idle), "svc_idle_cpu": stats_median(svc_idle_cpu),
+            "svc_load_rss": None, "svc_load_cpu": None,
+            "workload": w, "level": level,
+        })
+        rows = [m for m in data["measurements"] if m["implementation_id"] == iid and m["workload"] == w
+                and m["level"]["key"] == level and m.get("services")]
+        if rows:
+            out[-1]["svc_load_cpu"] = stats_median([sum(v["cpu_cores"] for v in m["services"].values()) for m in rows])
+            out[-1]["svc_load_rss"] = stats_median([sum(v["rss_mb"] or 0 for v in m["services"].values())
+                                                    for m in rows])
+    return out
+
+
+def stats_median(xs):
+    from .stats import median
+    return median([x for x in xs if x is not None])
+
+
+def build_context(data: dict, baseline: dict | None = None, threshold: float = 0.10) -> dict:
+    from .summary import compare, ranks, summary_rows
     rows = flat_rows(data)
+    srows = summary_rows(rows)
+    rank_rps = ranks(rows, "rps", True)
+    verdicts = compare(flat_rows(baseline), rows, threshold) if baseline is not None else None
+    vindex = {}
+    for v in verdicts or []:
+        vindex.setdefault((v["scenario"], v["implementation"], v["workload"], v["level"]), []).append(v)
     scenarios = []
+    scorecard = []
     for name, meta in (data.get("scenarios") or {}).items():
-        srows = [r for r in rows if r["scenario"] == name]
+        s_rows = [r for r in srows if r["scenario"] == name]
         impls = {k: v for k, v in data["implementations"].items() if v.get("scenario") == name}
         insts = [i for i in data["instances"] if i["scenario"] == name]
         by_impl = defaultdict(list)
@@ -132,38 +201,58 @@ def build_context(data: dict) -> dict:
         for iid, rec in sorted(impls.items()):
             first = (by_impl.get(iid) or [{}])[0]
             build = rec.get("build") or {}
+            image = rec.get("image") or {}
             impl_rows.append({
                 "id": iid, "name": rec.get("name"), "language": rec.get("language"),
                 "framework": rec.get("framework"), "status": rec.get("status"),
-                "failure": rec.get("failure"), "verified": bool((first.get("verify") or {}).get("ok")),
+                "failure": rec.get("failure"),
+                "verified": bool(by_impl.get(iid)) and all((i.get("verify") or {}).get("ok") for i in by_impl[iid]),
                 "verify_detail": (first.get("verify") or {}).get("detail"),
-                "startup_ms": first.get("startup_ms"),
-                "shutdown_ms": (first.get("shutdown") or {}).get("shutdown_ms"),
-                "exit_code": (first.get("shutdown") or {}).get("exit_code"),
+                "startup_ms": stats_median([i.get("startup_ms") for i in by_impl.get(iid, [])]),
+                "shutdown_ms": stats_median([(i.get("shutdown") or {}).get("shutdown_ms") for i in by_impl.get(iid, [])]),
+                "exit_codes": sorted({str((i.get("shutdown") or {}).get("exit_code")) for i in by_impl.get(iid, [])
+                                      if i.get("shutdown")}),
                 "build_s": build.get("seconds"), "build_cached": build.get("cached"),
                 "artifact_mb": (build.get("artifact_bytes") or 0) / 1e6 or None,
-                "image_mb": (rec.get("image") or {}).get("size_mb"),
-                "idle_cpu": (first.get("idle") or {}).get("cpu_cores"),
-                "idle_rss": (first.get("idle") or {}).get("rss_mb"),
+                "image_mb": image.get("size_mb"), "image_base": (image.get("base") or {}).get("ref"),
+                "idle_cpu": stats_median([(i.get("idle") or {}).get("cpu_cores") for i in by_impl.get(iid, [])]),
+                "idle_rss": stats_median([(i.get("idle") or {}).get("rss_mb") for i in by_impl.get(iid, [])]),
                 "tuning": rec.get("tuning") or {}, "run_command": rec.get("run_command"),
             })
         workloads = []
+        levels_meta = meta.get("levels", [])
+        level_keys = [lv["key"] for lv in levels_meta]
+        closed = [lv["key"] for lv in levels_meta if lv["kind"] == "concurrency"]
+        rate_levels = [lv["key"] for lv in levels_meta if lv["kind"] == "rate"]
         for w in meta.get("workloads", []):
-            wrows = [r for r in srows if r["workload"] == w["name"]]
-            levels = [lv["key"] for lv in meta.get("levels", [])]
-            rate_levels = [lv["key"] for lv in meta.get("levels", []) if lv["kind"] == "rate"]
-            closed = [lv["key"] for lv in meta.get("levels", []) if lv["kind"] == "concurrency"]
-            charts = [throughput_chart(srows, w["name"])]
+            wrows = [r for r in s_rows if r["workload"] == w["name"]]
+            wrows.sort(key=lambda r: (level_keys.index(r["level"]) if r["level"] in level_keys else 99,
+                                      -(r["rps_median"] or 0)))
+            table = []
+            for r in wrows:
+                k = (name, w["name"], r["level"])
+                table.append({"r": r, "rank": rank_rps.get(k, {}).get(r["implementation"]),
+                              "rps": _cell(r, "rps"), "p50": _cell(r, "p50_ms", 2), "p90": _cell(r, "p90_ms", 2),
+                              "p99": _cell(r, "p99_ms", 2), "p999": _cell(r, "p999_ms", 2),
+                              "max": _cell(r, "max_ms", 2), "cpu": _cell(r, "cpu_cores", 3),
+                              "cpu1k": _cell(r, "cpu_s_per_1k", 3), "rpscpu": _cell(r, "rps_per_cpu"),
+                              "rss": _cell(r, "rss_mb"), "peak": _cell(r, "rss_peak_mb"),
+                              "errors": _cell(r, "errors", 0),
+                              "verdicts": [v for v in vindex.get((name, r["implementation"], w["name"], r["level"]), [])
+                                           if v["verdict"] in ("regressed", "improved")]})
+            per_trial = [r for r in rows if r["scenario"] == name and r["workload"] == w["name"]]
+            charts = [throughput_chart(per_trial, w["name"])]
             if closed:
-                charts.append(latency_chart(srows, w["name"], closed[-1]))
+                charts.append(latency_chart(per_trial, w["name"], closed[-1]))
             for lv in rate_levels:
-                charts.append(latency_chart(srows, w["name"], lv))
+                charts.append(latency_chart(per_trial, w["name"], lv))
             workloads.append({"name": w["name"], "description": w.get("description", ""),
-                              "driver": w.get("driver"), "levels": levels,
-                              "rows": sorted(wrows, key=lambda r: (levels.index(r["level"])
-                                                                   if r["level"] in levels else 99,
-                                                                   r["implementation"], r["trial"])),
-                              "charts": [c for c in charts if c]})
+                              "driver": w.get("driver"), "table": table, "charts": [c for c in charts if c]})
+            if closed:
+                head = closed[-1]
+                ranked = sorted((t for t in table if t["r"]["level"] == head),
+                                key=lambda t: (t["rank"] or 99, -(t["r"]["rps_median"] or 0)))
+                scorecard.append({"scenario": name, "workload": w["name"], "level": head, "rows": ranked})
         interop = data.get("interop", {}).get(name)
         matrix = None
         if interop is not None:
@@ -172,25 +261,33 @@ def build_context(data: dict) -> dict:
             matrix = {"langs": langs, "cell": cell, "ok": sum(c["ok"] for c in interop), "n": len(interop)}
         scenarios.append({
             "name": name, "meta": meta, "impls": impl_rows, "workloads": workloads, "interop": matrix,
+            "hackday": hackday_table(data, name, s_rows, meta),
+            "services": (data.get("services") or {}).get(name),
             "cpu_chart": timeseries_chart(data, name, "cpu_cores", "server CPU (cores)"),
             "mem_chart": timeseries_chart(data, name, "rss_mb", "server memory (MB)"),
         })
     overhead = [o["cores"] for o in data.get("harness_overhead", []) if o.get("cores") is not None]
-    return {"d": data, "scenarios": scenarios, "fmt": _fmt, "events": data.get("events", []),
-            "overhead": max(overhead) if overhead else None,
-            "tools": (data.get("environment") or {}).get("load_tools", {})}
+    counts: dict[str, int] = {}
+    for v in verdicts or []:
+        counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
+    return {"d": data, "scenarios": scenarios, "scorecard": scorecard, "fmt": _fmt,
+            "events": data.get("events", []), "overhead": max(overhead) if overhead else None,
+            "tools": (data.get("environment") or {}).get("load_tools", {}),
+            "baseline": baseline, "verdict_counts": counts, "threshold": threshold,
+            "regressions": [v for v in verdicts or [] if v["verdict"] == "regressed"]}
 
 
-def render(data: dict) -> str:
+def render(data: dict, baseline: dict | None = None, threshold: float = 0.10) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("report.html.j2").render(**build_context(data))
+    return env.get_template("report.html.j2").render(**build_context(data, baseline, threshold))
 
 
-def write_report(results_path: Path, out: Path) -> Path:
+def write_report(results_path: Path, out: Path, baseline_path: Path | None = None,
+                 threshold: float = 0.10) -> Path:
     data = load(results_path)
-    html = render(data)
+    html = render(data, load(baseline_path) if baseline_path else None, threshold)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(html)

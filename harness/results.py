@@ -103,7 +103,7 @@ COLUMNS = [
     "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "cpu_cores", "cpu_s_per_1k",
     "rps_per_cpu", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb", "startup_ms",
     "shutdown_ms", "build_s", "artifact_mb", "image_mb", "client_bound", "tool_cpu_cores",
-    "server_cpus", "client_cpus", "cpu_quota", "error",
+    "server_cpus", "client_cpus", "cpu_quota", "services_cpu_cores", "services_rss_mb", "error",
 ]
 
 
@@ -162,6 +162,10 @@ def flat_rows(data: dict) -> list[dict]:
             "server_cpus": " ".join(map(str, layout.get("server", []))),
             "client_cpus": " ".join(map(str, layout.get("client", []))),
             "cpu_quota": (data.get("profile") or {}).get("server_cpu_quota"),
+            "services_cpu_cores": _r(sum(v["cpu_cores"] for v in (m.get("services") or {}).values()), 4)
+            if m.get("services") else None,
+            "services_rss_mb": _r(sum(v["rss_mb"] or 0 for v in (m.get("services") or {}).values()))
+            if m.get("services") else None,
             "error": m.get("error"),
         })
     return rows

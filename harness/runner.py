@@ -133,7 +133,9 @@ class Runner:
         plan = make_plan(self.selection, self.trials, self.seed)
         self.store = ResultsStore(self.out_dir, {
             "run_id": self.run_id, "runtime": self.runtime.name,
-            "runtime_info": self.runtime.describe(), "profile_name": self.profile_name,
+            "runtime_info": {**self.runtime.describe(),
+                             "selected": getattr(self.runtime, "selected", "explicit")},
+            "profile_name": self.profile_name,
             "profile": self.profile.to_json(), "trials": self.trials, "seed": self.seed,
             "cpu_layout": {**self.layout.to_json(),
                            "note": "load tool and harness on 'client', server under test on 'server'"},
@@ -295,6 +297,8 @@ class Runner:
                                  lambda: f"exit code {handle.exit_code()}; log: {handle.log_tail()}",
                                  handle.started_at)
             inst["startup_ms"] = startup * 1000
+            if sc.readiness.params.get("counts_as_ok"):
+                inst["ok_total"] += 1      # the probe's own successful request (an event, say)
             self.progress(f"{impl.id} trial {trial}: ready in {startup * 1000:.0f} ms")
             self._verify(sc, impl, trial, ph, inst)
             if trial == 1 and sc.interop is not None and self.interop:

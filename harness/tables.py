@@ -1,18 +1,14 @@
 """Rendering the flat results table as CSV, JSON or Markdown."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 
 def to_csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    return buf.getvalue()
+    """CSV through pandas (empty cells for missing values)."""
+    import pandas as pd
+    return pd.DataFrame([{k: r.get(k) for k in columns} for r in rows], columns=columns).to_csv(
+        index=False, lineterminator="\n")
 
 
 def to_json(rows: list[dict], columns: list[str]) -> str:

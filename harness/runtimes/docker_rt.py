@@ -40,6 +40,7 @@ from .cgroups import CGROUP_ROOT, _v1_mount
 RUN_LABEL = "langbench.run"
 IMPL_LABEL = "langbench.impl"
 IMAGE_LABEL = "langbench.image"
+OWNER_LABEL = "langbench.owner"         # "<pid>:<start time>" of the harness process that made it
 BASE_ENV = "LANGBENCH_BASE_IMAGE_"       # + implementation name in upper case: a BASE_IMAGE build arg
 
 
@@ -149,10 +150,10 @@ class DockerHandle(ServerHandle):
         self.runtime = runtime
         c = runtime.client
         sc_dir = str(spec.scenario.dir)
-        labels = {**spec.labels, RUN_LABEL: spec.run_id, IMPL_LABEL: spec.impl.id}
+        labels = {**spec.labels, RUN_LABEL: spec.run_id, IMPL_LABEL: spec.impl.id, OWNER_LABEL: _owner()}
         kwargs = dict(
             image=image_ref, name=_container_name(spec.key), detach=True,
-            environment={**spec.env, "LANGBENCH_RUN_ID": spec.run_id},
+            environment=dict(spec.env),
             labels=labels, network_mode="host",
             cpuset_cpus=",".join(str(x) for x in spec.cpus),
             volumes={sc_dir: {"bind": sc_dir, "mode": "ro"}},
@@ -304,6 +305,24 @@ class DockerHandle(ServerHandle):
         return d
 
 
+def _owner(pid: int | None = None) -> str:
+    import psutil  # noqa: PLC0415
+    p = psutil.Process(pid or os.getpid())
+    return f"{p.pid}:{p.create_time():.2f}"
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the harness process named by an owner label still runs."""
+    import psutil  # noqa: PLC0415
+    pid, _, started = owner.partition(":")
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.2f}" == started
+    except psutil.Error:
+        return False
+
+
 def _container_name(key: str) -> str:
     name = re.sub(r"[^a-zA-Z0-9_.-]", "-", key)
     return name if name[:1].isalnum() else "lb" + name
@@ -397,10 +416,16 @@ class DockerRuntime(Runtime):
         return DockerHandle(self, spec, self.image_ref(spec.impl))
 
     def cleanup_leftovers(self, current_run: str | None = None) -> list[str]:
+        """Remove the containers of other runs whose harness process is gone
+        (a run killed with SIGKILL, a crashed machine); the containers of a
+        run still in progress in another process are left alone."""
         removed = []
         for ctr in self.client.containers.list(all=True, filters={"label": RUN_LABEL}):
-            run = (ctr.labels or {}).get(RUN_LABEL)
+            labels = ctr.labels or {}
+            run = labels.get(RUN_LABEL)
             if current_run is not None and run == current_run:
+                continue
+            if _owner_alive(labels.get(OWNER_LABEL, "")):
                 continue
             try:
                 ctr.remove(force=True, v=True)

@@ -1,0 +1,103 @@
+"""wrk, the HTTP load tool, driven by a scenario's Lua script that prints a
+JSON summary from its done() callback.
+
+Workload params (scenario.toml [workloads.params]):
+  script     Lua script, relative to the scenario folder (required); it is
+             given two arguments: a nonce unique to this run of wrk, and the
+             number of seconds to send requests (the rest of the duration is a
+             drain window in which calls in flight finish). It must print one
+             JSON object with requests, sent, window_s, errors, status_counts,
+             latency_us (p50, p90, p99, p999, max, mean) as its last line.
+  path       URL path appended to http://HOST:PORT (default "/")
+  ok_status  HTTP statuses that count as a correct answer (default ["200"])
+  drain_s    seconds at the end of each run without new requests (default 2)
+
+wrk is closed-loop only: a rate level on a wrk workload is a manifest error.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from functools import lru_cache
+
+from ..errors import InputError, ToolError
+from .base import Driver, LoadResult, find_tool, run_pinned
+
+
+class Wrk(Driver):
+    name = "wrk"
+
+    @lru_cache(maxsize=1)
+    def version(self) -> str:
+        out = subprocess.run([find_tool("wrk"), "-v"], capture_output=True, text=True, timeout=30)
+        m = re.search(r"wrk\s+(\S+)", out.stdout + out.stderr)
+        return m.group(1) if m else "unknown"
+
+    def command(self, *, target, scenario, workload, level, duration_s, cpus, nonce) -> tuple[list[str], float]:
+        p = workload.params
+        if "script" not in p:
+            raise InputError(f"{scenario.manifest_path}: field 'workloads.{workload.name}.params.script': "
+                             f"missing (required by driver wrk)")
+        if level.kind != "concurrency":
+            raise InputError(f"{scenario.manifest_path}: field 'profiles': wrk is closed-loop only, "
+                             f"level {level.key} of workload {workload.name} is a fixed rate")
+        drain = float(p.get("drain_s", 2.0))
+        fire = max(0.5, duration_s - drain)
+        threads = max(1, min(len(cpus), level.value))
+        argv = [find_tool("wrk"), "-t", str(threads), "-c", str(level.value), "-d", f"{fire + drain:g}s",
+                "--timeout", "10s", "-s", str(scenario.dir / p["script"]),
+                f"http://{target}{p.get('path', '/')}", "--", nonce, f"{fire:g}"]
+        return argv, fire
+
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path,
+            client_bound_threshold) -> LoadResult:
+        nonce = uuid.uuid4().hex[:12]
+        argv, fire = self.command(target=target, scenario=scenario, workload=workload, level=level,
+                                  duration_s=duration_s, cpus=cpus, nonce=nonce)
+        run = run_pinned(argv, cpus, timeout_s=duration_s + 60)
+        lines = [ln for ln in run.stdout.strip().splitlines() if ln.startswith("{")]
+        if run.returncode != 0 or not lines:
+            raise ToolError(f"wrk exited with code {run.returncode}: "
+                            f"{(run.stderr.strip() or run.stdout.strip())[-300:]}")
+        try:
+            report = json.loads(lines[-1])
+        except json.JSONDecodeError as exc:
+            raise ToolError(f"wrk script printed invalid JSON: {exc}") from None
+        if raw_path is not None:
+            raw_path.write_text(json.dumps({"command": argv, "stdout": run.stdout, "summary": report}, indent=1))
+        result = self.parse(report, workload, level, fire)
+        result.tool_version = self.version()
+        result.command = argv
+        result.duration_s = duration_s
+        result.wall_s = run.wall_s
+        result.tool_cpu_s = run.cpu_s
+        result.tool_cpus = list(cpus)
+        result.raw_file = str(raw_path) if raw_path is not None else None
+        self.flag_client_bound(result, client_bound_threshold)
+        return result
+
+    @staticmethod
+    def parse(report: dict, workload, level, fire_s: float) -> LoadResult:
+        ok_status = {str(s) for s in workload.params.get("ok_status", ["200"])}
+        codes = {str(k): int(v) for k, v in (report.get("status_counts") or {}).items()}
+        answered = int(report.get("requests", 0))
+        ok_count = sum(v for k, v in codes.items() if k in ok_status)
+        errs = report.get("errors") or {}
+        socket_errors = sum(int(errs.get(k, 0)) for k in ("connect", "read", "write", "timeout"))
+        window = float(report.get("window_s") or 0) or fire_s
+        lat = report.get("latency_us") or {}
+        latency = {k: (float(lat[k]) / 1000 if k in lat and ok_count else None)
+                   for k in ("p50", "p90", "p99", "p999", "max", "mean")}
+        kinds = {f"HTTP {k}": v for k, v in codes.items() if k not in ok_status}
+        kinds.update({f"socket {k}": int(v) for k, v in errs.items() if k != "status" and int(v)})
+        return LoadResult(
+            tool="wrk", tool_version="", command=[], level=level.to_json(), duration_s=0.0, wall_s=window,
+            count=answered, ok_count=ok_count, errors=answered - ok_count + socket_errors,
+            rps=ok_count / window if window > 0 else 0.0, latency_ms=latency, status_codes=codes,
+            error_kinds=kinds, cut_off=max(0, int(report.get("sent", answered)) - answered),
+        )
+
+
+DRIVER = Wrk()
