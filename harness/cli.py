@@ -246,6 +246,17 @@ def cmd_export(args) -> int:
     return ExitCode.OK
 
 
+def cmd_new(args) -> int:
+    from .scaffold import scaffold
+    root = project_root(args.root)
+    written = scaffold(root, args.name)
+    for p in written:
+        print(p.relative_to(root))
+    discover(root)   # the new manifests load
+    print(f"scaffolded scenario {args.name}: try `langbench run {args.name} --profile quick`", file=sys.stderr)
+    return ExitCode.OK
+
+
 # ------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", default="10%", help="smallest change that counts (default 10%%)")
     s.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("new", help="scaffold a scenario and four implementation skeletons")
+    s.add_argument("name", metavar="SCENARIO")
+    s.set_defaults(func=cmd_new)
 
     s = sub.add_parser("export", help="a run for other tools: pytest-benchmark JSON, CSV, JSON")
     s.add_argument("dir", metavar="DIR")

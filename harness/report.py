@@ -121,7 +121,7 @@ def _fmt(v, nd=1):
 def _cell(srow: dict | None, metric: str, nd: int = 1) -> dict:
     """Median with its 95% interval (when there are several trials) and the CV flag."""
     if srow is None or srow.get(f"{metric}_median") is None:
-        return {"text": "–", "ci": "", "unstable": False}
+        return {"text": "–", "ci": "", "unstable": False, "cv": ""}
     med = srow[f"{metric}_median"]
     lo, hi, cv = srow[f"{metric}_ci_low"], srow[f"{metric}_ci_high"], srow[f"{metric}_cv"]
     ci = f"{_fmt(lo, nd)}–{_fmt(hi, nd)}" if srow["trials"] > 1 and lo is not None else ""

@@ -257,6 +257,10 @@ class Runner:
             return
         if info:
             self.store.implementation(impl.id, **info)
+            if "image" in info:
+                im = info["image"]
+                self.progress(f"{impl.id}: image {im['tag']} {im['size_mb']:.1f} MB "
+                              f"on {im['base']['ref']}, built in {im['build_s']:.1f} s")
 
     # ------------------------------------------------------------------ one server run
     def _instance(self, item: PlanItem) -> None:

@@ -50,6 +50,12 @@ def sample_run(tmp_path, evil: str = "<script>alert(1)</script>"):
                          "client_bound": lang == "rust", "tool_cpu_cores": 0.95, "command": ["ghz", evil]},
                 "server": {"cpu_cores": 0.5, "cpu_s_per_1k": 2.0, "rss_mb": 10.0, "rss_peak_mb": 11.0,
                            "rps_per_cpu": rps / 0.5}})
+    # a level where the server died: no load figures, an error
+    store.add_measurement({"scenario": "notes-grpc", "implementation_id": "notes-grpc/go", "instance": "k-go",
+                           "trial": 1, "workload": "unary", "level": {"kind": "rate", "value": 100, "key": "r100",
+                                                                     "concurrency": 16},
+                           "ok": False, "error": "server died under load " + evil, "load": None,
+                           "server": {"cpu_cores": 0.1, "rss_mb": 5.0}})
     store.set_interop("notes-grpc", [{"client": c, "server": s, "ok": c != "rust" or s != "go",
                                       "detail": evil} for c in ("go", "rust") for s in ("go", "rust")])
     store.event("error", evil, implementation="notes-grpc/go")
@@ -62,7 +68,10 @@ def test_store_round_trip_and_flat_rows(tmp_path):
     data = results.load(store.dir)
     assert data["status"] == "complete" and data["finished_at"]
     rows = results.flat_rows(data)
-    assert len(rows) == 4
+    assert len(rows) == 5
+    dead = next(r for r in rows if r["level"] == "r100")
+    assert dead["ok"] is False and dead["rps"] is None and "died" in dead["error"]
+    rows = [r for r in rows if r["ok"]]
     for col in ("scenario", "implementation", "language", "runtime", "workload", "level", "trial", "verified",
                 "rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "errors", "cpu_cores",
                 "cpu_s_per_1k", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb", "startup_ms",
@@ -78,11 +87,11 @@ def test_store_round_trip_and_flat_rows(tmp_path):
 def test_table_formats(tmp_path):
     rows = results.flat_rows(results.load(sample_run(tmp_path).dir))
     parsed = list(csv.DictReader(io.StringIO(tables.to_csv(rows, results.COLUMNS))))
-    assert len(parsed) == 4 and list(parsed[0]) == results.COLUMNS
+    assert len(parsed) == 5 and list(parsed[0]) == results.COLUMNS
     js = json.loads(tables.to_json(rows, results.COLUMNS))
     assert js[0]["scenario"] == "notes-grpc"
     md = tables.to_markdown(rows, results.COLUMNS).splitlines()
-    assert md[0].startswith("| run_id | scenario") and len(md) == 6
+    assert md[0].startswith("| run_id | scenario") and len(md) == 7
 
 
 def test_load_rejects_other_files(tmp_path):
@@ -113,6 +122,7 @@ def test_report_is_self_contained_and_escapes(tmp_path):
         assert f"<b>{lang}</b>" in html
     assert "3/4 ok" in html               # interop summary
     assert "client-bound" in html
+    assert "server died under load &lt;script&gt;" in html or "failed" in html
 
 
 def test_cli_results_and_report(tmp_path):
@@ -121,7 +131,7 @@ def test_cli_results_and_report(tmp_path):
     store = sample_run(tmp_path)
     out = subprocess.run([sys.executable, "-m", "harness.cli", "results", str(store.dir), "--format", "csv"],
                          capture_output=True, text=True, check=True).stdout
-    assert out.splitlines()[0].split(",") == results.COLUMNS and len(out.splitlines()) == 5
+    assert out.splitlines()[0].split(",") == results.COLUMNS and len(out.splitlines()) == 6
     rep = tmp_path / "r.html"
     subprocess.run([sys.executable, "-m", "harness.cli", "report", str(store.dir), "-o", str(rep)], check=True,
                    capture_output=True)

@@ -40,7 +40,8 @@ class ToolRun:
     cpu_s: float          # the tool's own user + system CPU time (rusage)
 
 
-def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | None = None) -> ToolRun:
+def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | None = None,
+               env: dict[str, str] | None = None) -> ToolRun:
     """Run a tool pinned to `cpus`, return its output and its own CPU time.
 
     The CPU time comes from wait4's rusage of that very child, so it is exact
@@ -51,7 +52,8 @@ def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | N
 
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                            stdin=subprocess.DEVNULL, preexec_fn=pin, start_new_session=True)
+                            stdin=subprocess.DEVNULL, preexec_fn=pin, start_new_session=True,
+                            env={**os.environ, **env} if env else None)
     # Read the pipes in the background so a large output cannot block the tool.
     chunks: dict[str, bytes] = {}
 

@@ -2,12 +2,10 @@
 JSON summary from its done() callback.
 
 Workload params (scenario.toml [workloads.params]):
-  script     Lua script, relative to the scenario folder (required); it is
-             given two arguments: a nonce unique to this run of wrk, and the
-             number of seconds to send requests (the rest of the duration is a
-             drain window in which calls in flight finish). It must print one
-             JSON object with requests, sent, window_s, errors, status_counts,
-             latency_us (p50, p90, p99, p999, max, mean) as its last line.
+  script     Lua script, relative to the scenario folder (required). It
+             installs harness/drivers/lua/langbench_wrk.lua (on LUA_PATH) with
+             a function making request n; that module sends for the given
+             seconds, drains, counts statuses and prints the JSON summary.
   path       URL path appended to http://HOST:PORT (default "/")
   ok_status  HTTP statuses that count as a correct answer (default ["200"])
   drain_s    seconds at the end of each run without new requests (default 2)
@@ -21,9 +19,12 @@ import re
 import subprocess
 import uuid
 from functools import lru_cache
+from pathlib import Path
 
 from ..errors import InputError, ToolError
 from .base import Driver, LoadResult, find_tool, run_pinned
+
+LUA_DIR = Path(__file__).resolve().parent / "lua"
 
 
 class Wrk(Driver):
@@ -56,7 +57,7 @@ class Wrk(Driver):
         nonce = uuid.uuid4().hex[:12]
         argv, fire = self.command(target=target, scenario=scenario, workload=workload, level=level,
                                   duration_s=duration_s, cpus=cpus, nonce=nonce)
-        run = run_pinned(argv, cpus, timeout_s=duration_s + 60)
+        run = run_pinned(argv, cpus, timeout_s=duration_s + 60, env={"LUA_PATH": f"{LUA_DIR}/?.lua;;"})
         lines = [ln for ln in run.stdout.strip().splitlines() if ln.startswith("{")]
         if run.returncode != 0 or not lines:
             raise ToolError(f"wrk exited with code {run.returncode}: "
@@ -96,7 +97,9 @@ class Wrk(Driver):
             tool="wrk", tool_version="", command=[], level=level.to_json(), duration_s=0.0, wall_s=window,
             count=answered, ok_count=ok_count, errors=answered - ok_count + socket_errors,
             rps=ok_count / window if window > 0 else 0.0, latency_ms=latency, status_codes=codes,
-            error_kinds=kinds, cut_off=max(0, int(report.get("sent", answered)) - answered),
+            # wrk calls request() once before the run to check the script (thread 0),
+            # so `sent` counts one request that never went out.
+            error_kinds=kinds, cut_off=max(0, int(report.get("sent", answered + 1)) - 1 - answered),
         )
 
 

@@ -196,8 +196,14 @@ class DockerHandle(ServerHandle):
     def alive(self) -> bool:
         if self._stopped:
             return False
-        if self.pid and not os.path.exists(f"/proc/{self.pid}"):
-            return False
+        if self.pid and self.cgroup is not None:
+            # Same machine, same pid namespace as the daemon: the container's
+            # init process is the container (cheap enough to poll every 20 ms).
+            try:
+                state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return False
+            return state not in ("Z", "X")
         return bool(self._state().get("Running"))
 
     def exit_code(self) -> int | None:

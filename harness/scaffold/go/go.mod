@@ -1,0 +1,3 @@
+module langbench/${name}
+
+go 1.22
