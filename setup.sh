@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything langbench needs on a Debian 12 machine (idempotent):
-#   - Debian packages: protobuf-compiler, python3-venv (as root, when missing)
+#   - Debian packages: protobuf-compiler, python3-venv, wrk, chromium and
+#     chromium-driver (the report's browser test), as root, when missing
 #   - the Python virtual environment .venv with the harness (pip install -e .[test])
 #   - the load tools, built from the Go module proxy into tools/bin (ghz)
 #   - the Docker engine (Debian's docker.io, as root, when no daemon answers)
@@ -14,7 +15,7 @@ GHZ_VERSION="v0.93.0"   # github.com/bojand/ghz, the gRPC load tool
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- Debian packages
-APT_PACKAGES=(protobuf-compiler python3-venv)
+APT_PACKAGES=(protobuf-compiler python3-venv wrk chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,7 +41,7 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import harness, psutil, jinja2, matplotlib, grpc, grpc_tools, pytest" 2>/dev/null \
+if ! .venv/bin/python -c "import harness, psutil, jinja2, matplotlib, grpc, grpc_tools, pytest, selenium, confluent_kafka" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.langbench-installed ]; then
   log "installing the harness into .venv"
   .venv/bin/python -m pip install -q --upgrade pip

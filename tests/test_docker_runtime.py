@@ -295,7 +295,8 @@ def test_stop_kills_after_the_grace_period(busy, rt, dclient, tmp_path):
 
 
 def test_cleanup_removes_the_containers_of_killed_runs_only(busy, rt, dclient):
-    _, _, image, _ = busy
+    impl = busy[0]
+    image = rt.images[impl.id]          # the image prepared last (an earlier test rebuilt it)
     old = dclient.containers.run(image["id"], detach=True, network_mode="none",
                                  labels={RUN_LABEL: "lbkilledrun", "langbench.impl": "notes-grpc/busy"})
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -377,10 +378,17 @@ def _agreement(h, container, seconds: float = 8.0) -> dict:
     pairs = [((_cpu_at(samples, b) - _cpu_at(samples, a)) / (b - a) * 100, pct) for a, b, pct in readings]
     h_mean = sum(p[0] for p in pairs) / len(pairs)
     d_mean = sum(p[1] for p in pairs) / len(pairs)
+    # docker's denominator is the host's /proc/stat time (clock ticks), which on
+    # a busy VM runs a little slow against the wall clock (lost ticks): its CPU %
+    # then reads high by that factor. The harness divides by monotonic time.
+    tick_clock = (cpu1["system_cpu_usage"] - cpu0["system_cpu_usage"]) / 1e9 / online / (r1 - r0)
     return {"harness_window_cpu_pct": harness_window, "docker_window_cpu_pct": docker_window,
             "cpu_dev_window": abs(harness_window - docker_window) / docker_window,
             "harness_cpu_pct_at_readings": h_mean, "docker_stats_cpu_pct": d_mean,
             "cpu_dev_stats": abs(h_mean - d_mean) / d_mean, "readings": len(pairs),
+            "docker_tick_clock_vs_wall": tick_clock,
+            "cpu_dev_window_wall_clock": abs(harness_window - docker_window * tick_clock) / (docker_window * tick_clock),
+            "cpu_dev_stats_wall_clock": abs(h_mean - d_mean * tick_clock) / (d_mean * tick_clock),
             "reading_pairs": [(round(a, 2), round(b, 2)) for a, b in pairs],
             "mem_max_dev": max(abs(h_ - d) / d for h_, d in mem_pairs), "mem_mb": mem_pairs[-1][1] / 1e6}
 
@@ -394,6 +402,19 @@ def _report(name: str, res: dict) -> None:
             f.write(json.dumps({"test": name, **res}) + "\n")
 
 
+def _assert_agree(res: dict) -> None:
+    """Within 5% of what docker stats shows. Where docker's tick clock itself
+    ran slow against the wall clock, its figure is off by that much too: the
+    5% then hold against docker's figure on the wall clock, and the raw
+    difference may exceed 5% by no more than the clock's error."""
+    clock_err = abs(1 - res["docker_tick_clock_vs_wall"])
+    assert res["cpu_dev_window_wall_clock"] < 0.05, res
+    assert res["cpu_dev_stats_wall_clock"] < 0.05, res
+    assert res["cpu_dev_window"] < 0.05 + clock_err, res
+    assert res["cpu_dev_stats"] < 0.05 + clock_err, res
+    assert res["mem_max_dev"] < 0.05, res
+
+
 def test_agreement_with_docker_stats_busy_loop(busy, rt, tmp_path):
     impl, sc, _, _ = busy
     h = rt.start(spec(impl, sc, tmp_path / "agree.log"))
@@ -403,9 +424,7 @@ def test_agreement_with_docker_stats_busy_loop(busy, rt, tmp_path):
     finally:
         h.stop(grace_s=5)
     _report("busy loop, quota 0.5", res)
-    assert res["cpu_dev_window"] < 0.05, res
-    assert res["cpu_dev_stats"] < 0.05, res
-    assert res["mem_max_dev"] < 0.05, res
+    _assert_agree(res)
 
 
 def test_agreement_with_docker_stats_go_server_under_ghz(rt, dclient, tmp_path):
@@ -441,9 +460,7 @@ def test_agreement_with_docker_stats_go_server_under_ghz(rt, dclient, tmp_path):
         h.stop(grace_s=5)
     _report("go server under ghz c16, quota 0.5", res)
     assert res["harness_window_cpu_pct"] > 10, res     # it was under load
-    assert res["cpu_dev_window"] < 0.05, res
-    assert res["cpu_dev_stats"] < 0.05, res
-    assert res["mem_max_dev"] < 0.05, res
+    _assert_agree(res)
 
 
 # ------------------------------------------------------------------ a real run: Ctrl-C, SIGKILL, next run
