@@ -124,11 +124,19 @@ def cmd_run(args, interop_only: bool = False) -> int:
     data = runner.store.data
     if interop_only:
         return _print_interop(cells, args.format)
+    report_failed = False
     if not args.no_report:
         from .report import write_report
         report_path = root / "reports" / f"{run_id}.html"
-        write_report(runner.store.path, report_path)
-        print(f"report: {report_path}", file=sys.stderr)
+        try:
+            write_report(runner.store.path, report_path)
+            print(f"report: {report_path}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - the results are kept; say what failed
+            if args.debug:
+                raise
+            report_failed = True
+            print(f"langbench: error: the report could not be rendered ({type(exc).__name__}: {exc}); "
+                  f"the results are kept in {runner.store.path}", file=sys.stderr)
     print(f"results: {runner.store.path}", file=sys.stderr)
     failed = {k: v.get("failure") for k, v in data["implementations"].items() if v.get("status") != "ok"}
     bad_interop = [c for cells in data["interop"].values() for c in cells if not c["ok"]]
@@ -140,7 +148,7 @@ def cmd_run(args, interop_only: bool = False) -> int:
     for m in bad_levels:
         print(f"LEVEL FAILED {m['implementation_id']} {m['workload']} {m['level']['key']} "
               f"trial {m['trial']}: {m['error']}", file=sys.stderr)
-    return ExitCode.FAILURE if failed or bad_interop or bad_levels else ExitCode.OK
+    return ExitCode.FAILURE if failed or bad_interop or bad_levels or report_failed else ExitCode.OK
 
 
 def _print_interop(cells: list[dict], fmt: str) -> int:

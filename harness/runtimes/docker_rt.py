@@ -419,7 +419,12 @@ class DockerRuntime(Runtime):
 
     # -- containers
     def start(self, spec: LaunchSpec) -> DockerHandle:
-        return DockerHandle(self, spec, self.image_ref(spec.impl))
+        try:
+            return DockerHandle(self, spec, self.image_ref(spec.impl))
+        except LangbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the daemon went away, a request timed out...
+            raise ServerError(f"docker: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def cleanup_leftovers(self, current_run: str | None = None) -> list[str]:
         """Remove the containers of other runs whose harness process is gone
