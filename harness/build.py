@@ -83,6 +83,18 @@ def missing_tools(impl: Implementation) -> list[str]:
 
 def build(impl: Implementation, scenario: Scenario, cache_dir: Path, log_path: Path,
           placeholders: dict[str, str], force: bool = False) -> BuildResult:
+    """Build under an exclusive lock per implementation, so that two runs at
+    once never build the same folder together (the second waits, then finds
+    the first one's build in the cache)."""
+    import fcntl
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with (cache_dir / f"{impl.scenario}__{impl.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(impl, scenario, cache_dir, log_path, placeholders, force)
+
+
+def _build(impl: Implementation, scenario: Scenario, cache_dir: Path, log_path: Path,
+           placeholders: dict[str, str], force: bool) -> BuildResult:
     digest = source_hash(impl, scenario)
     if impl.build is None:
         return BuildResult(True, False, 0.0, artifact_bytes(impl), digest, None, None)
