@@ -111,3 +111,21 @@ def test_run_pinned_measures_the_tools_own_cpu():
     assert run.returncode == 0
     assert json.loads(run.stdout) == [0]
     assert 0.25 <= run.cpu_s <= 1.5
+
+
+def test_complete_flags_client_bound_from_the_tools_own_cpu():
+    from harness.drivers.base import LoadResult, ToolRun
+    ghz = get_driver("ghz")
+    ghz.version = lambda: "vtest"       # unit test of one module: no real tool needed
+    try:
+        def result():
+            return LoadResult(tool="ghz", tool_version="", command=[], level={}, duration_s=0, wall_s=0,
+                              count=1, ok_count=1, errors=0, rps=1.0, latency_ms={})
+        busy = ghz.complete(result(), ToolRun(["ghz", "x"], 0, "", "", 10.0, 9.5), [0], 10, None, 0.9)
+        assert busy.client_bound and busy.tool_cpu_cores == pytest.approx(0.95) and busy.command == ["ghz", "x"]
+        calm = ghz.complete(result(), ToolRun(["ghz"], 0, "", "", 10.0, 4.0), [0], 10, "raw.json", 0.9)
+        assert not calm.client_bound and calm.raw_file == "raw.json" and calm.tool_version == "vtest"
+        two = ghz.complete(result(), ToolRun(["ghz"], 0, "", "", 10.0, 9.5), [0, 1], 10, None, 0.9)
+        assert not two.client_bound      # 0.95 cores of 2 CPUs
+    finally:
+        del ghz.version

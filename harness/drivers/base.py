@@ -173,7 +173,17 @@ class Driver(abc.ABC):
             duration_s: float, cpus: list[int], raw_path: Path | None,
             client_bound_threshold: float) -> LoadResult: ...
 
-    @staticmethod
-    def flag_client_bound(result: LoadResult, threshold: float) -> None:
+    def complete(self, result: LoadResult, run: ToolRun, cpus: list[int], duration_s: float,
+                 raw_file: str | None, threshold: float) -> LoadResult:
+        """Add what every driver records: tool version, exact command, the
+        tool's own CPU, and the client-bound flag."""
+        result.tool_version = self.version()
+        result.command = run.argv
+        result.duration_s = duration_s
+        result.wall_s = run.wall_s
+        result.tool_cpu_s = run.cpu_s
+        result.tool_cpus = list(cpus)
+        result.raw_file = raw_file
         result.tool_cpu_cores = result.tool_cpu_s / result.wall_s if result.wall_s > 0 else 0.0
         result.client_bound = result.tool_cpu_cores >= threshold * max(1, len(result.tool_cpus))
+        return result

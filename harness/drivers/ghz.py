@@ -100,18 +100,10 @@ class Ghz(Driver):
             report = json.loads(raw_path.read_text())
         except json.JSONDecodeError as exc:
             raise ToolError(f"ghz wrote invalid JSON to {raw_path}: {exc}") from None
-        result = self.parse(report, workload, level)
-        result.tool_version = self.version()
-        result.command = argv
-        result.duration_s = duration_s
-        result.wall_s = run.wall_s
-        result.tool_cpu_s = run.cpu_s
-        result.tool_cpus = list(cpus)
-        result.raw_file = None if tmp else str(raw_path)
         if tmp:
             raw_path.unlink(missing_ok=True)
-        self.flag_client_bound(result, client_bound_threshold)
-        return result
+        return self.complete(self.parse(report, workload, level), run, cpus, duration_s,
+                             None if tmp else str(raw_path), client_bound_threshold)
 
     @staticmethod
     def parse(report: dict, workload: Workload, level: Level) -> LoadResult:

@@ -68,16 +68,8 @@ class Wrk(Driver):
             raise ToolError(f"wrk script printed invalid JSON: {exc}") from None
         if raw_path is not None:
             raw_path.write_text(json.dumps({"command": argv, "stdout": run.stdout, "summary": report}, indent=1))
-        result = self.parse(report, workload, level, fire)
-        result.tool_version = self.version()
-        result.command = argv
-        result.duration_s = duration_s
-        result.wall_s = run.wall_s
-        result.tool_cpu_s = run.cpu_s
-        result.tool_cpus = list(cpus)
-        result.raw_file = str(raw_path) if raw_path is not None else None
-        self.flag_client_bound(result, client_bound_threshold)
-        return result
+        return self.complete(self.parse(report, workload, level, fire), run, cpus, duration_s,
+                             str(raw_path) if raw_path is not None else None, client_bound_threshold)
 
     @staticmethod
     def parse(report: dict, workload, level, fire_s: float) -> LoadResult:
