@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from . import __version__
@@ -97,7 +98,7 @@ def cmd_run(args, interop_only: bool = False) -> int:
     trials = args.trials or profile.trials
     if trials < 1:
         raise InputError("--trials must be at least 1")
-    run_id = "lb" + time.strftime("%Y%m%d-%H%M%S")
+    run_id = "lb" + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
     out_dir = _new_out_dir(root, args.out, run_id)
     if (out_dir / "results.json").exists():
         raise InputError(f"{out_dir}: already holds a results.json; choose another --out")

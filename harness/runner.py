@@ -94,7 +94,7 @@ class Runner:
 
     def __post_init__(self) -> None:
         if not self.run_id:
-            self.run_id = "lb" + time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
+            self.run_id = "lb" + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
         if self.seed is None:
             self.seed = random.SystemRandom().randrange(2**31)
         self.cache_dir = self.root / ".langbench" / "build-cache"
