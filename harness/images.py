@@ -268,7 +268,7 @@ def build_context(dockerfile: str, extra: dict[str, bytes] | None = None) -> io.
 
 def run_build(c, log_path: Path, tag: str, labels: dict[str, str], buildargs: dict[str, str] | None = None,
               path: str | None = None, fileobj=None, nocache: bool = False,
-              pull: bool = False, timeout_s: float = 1800) -> tuple[str, bool]:
+              pull: bool = False, timeout_s: float = 1800, dockerfile: str | None = None) -> tuple[str, bool]:
     """One `docker build` through the SDK, its output streamed to log_path.
 
     Returns (image id, whether every step came from the build cache)."""
@@ -280,6 +280,8 @@ def run_build(c, log_path: Path, tag: str, labels: dict[str, str], buildargs: di
                   nocache=nocache, pull=pull, decode=True, timeout=timeout_s)
     if path is not None:
         kwargs["path"] = path
+        if dockerfile is not None:
+            kwargs["dockerfile"] = dockerfile
     else:
         kwargs.update(fileobj=fileobj, custom_context=True)
     with log_path.open("a", encoding="utf-8", errors="replace") as lf:

@@ -57,6 +57,19 @@ class Service:
     ports: list[str]               # names of the ports the harness assigns: {svc.NAME.PORT}
     readiness: Readiness
     setup_timeout_s: float
+    docker: "ServiceImage | None" = None   # how the docker runtime runs it (None: a process there too)
+
+
+@dataclass(frozen=True)
+class ServiceImage:
+    """A service's container under the docker runtime: an image built from a
+    Dockerfile in the scenario folder (after the service's setup), run with
+    the service's env on the host network; its data folder `{svc.NAME.dir}`
+    is mounted read-write at the same path."""
+
+    dockerfile: Path               # absolute
+    context: Path                  # absolute build context (default: the Dockerfile's folder)
+    command: list[str] | None      # overrides the image's CMD (None: the image's own)
 
 
 @dataclass(frozen=True)
@@ -325,6 +338,25 @@ def _verify_steps(t: _Table, services: list[str]) -> list[VerifyStep]:
     return steps
 
 
+def _service_image(t: "_Table | None", sc_dir: Path) -> ServiceImage | None:
+    if t is None:
+        return None
+    t.check_keys({"dockerfile", "context", "command"})
+    rel = t.get("dockerfile", str, required=True)
+    dockerfile = (sc_dir / rel).resolve()
+    if not dockerfile.is_relative_to(sc_dir.resolve()):
+        raise t.err("dockerfile", f"'{rel}' lies outside the scenario folder")
+    if not dockerfile.is_file():
+        raise t.err("dockerfile", f"no file '{rel}' in the scenario folder")
+    crel = t.get("context", str, default=None)
+    context = (sc_dir / crel).resolve() if crel is not None else dockerfile.parent
+    if not context.is_relative_to(sc_dir.resolve()) or not context.is_dir():
+        raise t.err("context", f"'{crel}' is not a folder inside the scenario folder")
+    if not dockerfile.is_relative_to(context):
+        raise t.err("dockerfile", f"'{rel}' lies outside its build context")
+    return ServiceImage(dockerfile, context, t.str_list("command") or None)
+
+
 # --------------------------------------------------------------------------- loaders
 
 def load_scenario(path: Path) -> Scenario:
@@ -342,12 +374,13 @@ def load_scenario(path: Path) -> Scenario:
         if not isinstance(raw, dict):
             raise t.err(f"services[{i}]", "expected a table")
         sv = _Table(raw, path, f"services[{i}].")
-        sv.check_keys({"name", "setup", "command", "env", "ports", "readiness", "setup_timeout_s"})
+        sv.check_keys({"name", "setup", "command", "env", "ports", "readiness", "setup_timeout_s", "docker"})
         services.append(Service(
             name=sv.get("name", str, required=True), setup=sv.str_list("setup") or None,
             command=sv.str_list("command", required=True, nonempty=True), env=sv.str_map("env"),
             ports=sv.str_list("ports"), readiness=_readiness(sv.sub("readiness", required=True)),
-            setup_timeout_s=sv.positive("setup_timeout_s", 900.0)))
+            setup_timeout_s=sv.positive("setup_timeout_s", 900.0),
+            docker=_service_image(sv.sub("docker"), path.parent)))
     names = [sv.name for sv in services]
     verify = _verify_steps(t, names)
 

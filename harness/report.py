@@ -8,7 +8,6 @@ escaped by matplotlib's SVG writer.
 from __future__ import annotations
 
 import io
-import re
 from collections import defaultdict
 from pathlib import Path
 

@@ -194,7 +194,7 @@ class Runner:
         if sc.services:
             self.services = ServiceManager(sc, self.run_id, self.layout.client, self.out_dir,
                                            {"python": sys.executable, "scenario_dir": str(sc.dir), "host": HOST},
-                                           free_port, self.profile.sample_hz, self.progress)
+                                           free_port, self.profile.sample_hz, self.progress, self.runtime)
             self.store.data.setdefault("services", {})[sc.name] = self.services.describe()
             try:
                 self.services.setup()

@@ -1,10 +1,14 @@
 """A scenario's services: dependencies (a Kafka broker...) that the harness
 starts before the scenario's servers and stops after them.
 
-Services run as native processes pinned to the load tool's CPUs (apart from
-the server under test), each in a cgroup of its own without a CPU cap, and
-are sampled by their own sampler so that their cost is reported beside, never
-inside, the server's figures.
+Services run pinned to the load tool's CPUs (apart from the server under
+test), without a CPU cap, and are sampled by their own sampler so that their
+cost is reported beside, never inside, the server's figures. Under the
+process runtime a service is a native process in a cgroup of its own; under
+the docker runtime a service that declares an image (`docker = {dockerfile =
+...}` in scenario.toml) runs as a container of that image on the host
+network, its data folder mounted read-write at the same path; one that
+declares none stays a native process, and the results say which.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import sampling
-from .errors import ServerError
+from .errors import LangbenchError, ServerError
 from .manifest import Scenario, Service, expand
 from .readiness import wait_ready
 from .runtimes import LaunchSpec
@@ -32,11 +36,14 @@ class RunningService:
         self.sampler: sampling.Sampler | None = None
         self.startup_s: float | None = None
         self.restarts = 0
+        self.image: dict | None = None     # the built image (docker runtime), else None
+        self.container: dict | None = None
 
 
 class ServiceManager:
     def __init__(self, scenario: Scenario, run_id: str, cpus: list[int], out_dir: Path,
-                 base_placeholders: dict[str, str], free_port, sample_hz: float, progress=print):
+                 base_placeholders: dict[str, str], free_port, sample_hz: float, progress=print,
+                 runtime=None):
         self.scenario = scenario
         self.run_id = run_id
         self.cpus = cpus
@@ -46,6 +53,8 @@ class ServiceManager:
         self.sample_hz = sample_hz
         self.progress = progress
         self.runtime = ProcessRuntime()
+        # the run's docker runtime, when it is one: services with an image run in containers
+        self.docker = runtime if getattr(runtime, "name", None) == "docker" else None
         self.running: dict[str, RunningService] = {}
         for svc in scenario.services:
             ports = {name: free_port() for name in svc.ports}
@@ -82,6 +91,16 @@ class ServiceManager:
                     raise ServerError(f"service {rs.svc.name}: setup failed: {exc}") from None
             if code != 0:
                 raise ServerError(f"service {rs.svc.name}: setup exited with code {code} (log: {log})")
+        for rs in self.running.values():
+            if self.docker is None or rs.svc.docker is None:
+                continue
+            self.progress(f"{self.scenario.name}: building the image of service {rs.svc.name}")
+            try:
+                rs.image = self.docker.prepare_service(rs.svc, self.scenario, self.out_dir / "logs")
+            except LangbenchError as exc:
+                raise ServerError(f"service {rs.svc.name}: {exc}") from None
+            self.progress(f"{self.scenario.name}: service {rs.svc.name} image {rs.image['tag']} "
+                          f"{rs.image['size_mb']:.0f} MB{' (cached)' if rs.image['cached'] else ''}")
 
     def start(self, name: str) -> float:
         rs = self.running[name]
@@ -94,7 +113,15 @@ class ServiceManager:
                           command=[expand(a, ph) for a in rs.svc.command],
                           log_path=self.out_dir / "logs" / f"service-{self.scenario.name}-{name}.log",
                           cwd=self.scenario.dir)
-        rs.handle = self.runtime.start(spec)
+        if rs.image is not None:
+            from .runtimes.docker_rt import SERVICE_LABEL  # noqa: PLC0415
+            spec.mounts = {str(rs.workdir): "rw"}
+            spec.labels = {SERVICE_LABEL: f"{self.scenario.name}/{name}"}
+            cmd = [expand(a, ph) for a in rs.svc.docker.command] if rs.svc.docker.command else None
+            rs.handle = self.docker.start_image(spec, rs.image["id"], cmd)
+            rs.container = rs.handle.describe()
+        else:
+            rs.handle = self.runtime.start(spec)
         readiness = rs.svc.readiness
         if readiness.kind == "command":
             readiness = replace(readiness, params={**readiness.params,
@@ -154,10 +181,17 @@ class ServiceManager:
         return out
 
     def describe(self) -> dict:
-        return {name: {"ports": rs.ports, "cpus": self.cpus, "startup_s": rs.startup_s,
-                       "restarts": rs.restarts, "runtime": "process",
-                       "command": rs.svc.command}
-                for name, rs in self.running.items()}
+        out = {}
+        for name, rs in self.running.items():
+            d = {"ports": rs.ports, "cpus": self.cpus, "startup_s": rs.startup_s,
+                 "restarts": rs.restarts, "runtime": "docker" if rs.image is not None else "process"}
+            if rs.image is not None:
+                d.update(image=rs.image, container=rs.container,
+                         command=rs.svc.docker.command or "the image's own")
+            else:
+                d["command"] = rs.svc.command
+            out[name] = d
+        return out
 
 
 def wait_port_closed(port: int, timeout_s: float = 10.0) -> None:

@@ -53,3 +53,14 @@ def add_impl(root: Path, name: str, manifest: str, files: dict[str, str] | None 
 
 
 PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def dclient():
+    """The Docker daemon's client; a docker test fails without one (never skipped)."""
+    from harness import images
+    from harness.errors import ToolError
+    try:
+        return images.client()
+    except ToolError as exc:
+        pytest.fail(f"the docker tests need a Docker daemon: {exc}")

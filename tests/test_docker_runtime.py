@@ -6,7 +6,6 @@ daemon is missing: they fail, saying so.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -18,12 +17,10 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
 from harness import build as builder
 from harness import images, sampling
-from harness.errors import ToolError
 from harness.manifest import discover
 from harness.readiness import wait_ready
 from harness.runtimes import LaunchSpec
@@ -148,14 +145,6 @@ def test_base_build_context_holds_dockerfile_and_local_cas():
 
 
 # ------------------------------------------------------------------ with a Docker daemon
-
-@pytest.fixture(scope="module")
-def dclient():
-    try:
-        return images.client()
-    except ToolError as exc:
-        pytest.fail(f"the docker runtime tests need a Docker daemon: {exc}")
-
 
 @pytest.fixture(scope="module")
 def rt(dclient):

@@ -76,6 +76,47 @@ def test_bad_scenario_fields(mini_root):
     assert exc.value.field == "name"
 
 
+SERVICE = """
+[[services]]
+name = "db"
+command = ["db", "--port", "{svc.db.port}"]
+ports = ["port"]
+readiness = { kind = "tcp" }
+"""
+
+
+@pytest.mark.parametrize("docker, field, ok", [
+    ('docker = { dockerfile = "db/Dockerfile" }', None, True),
+    ('docker = { dockerfile = "db/Dockerfile", context = ".", command = ["db"] }', None, True),
+    ('docker = { dockerfile = "db/Nope" }', "services[0].docker.dockerfile", False),
+    ('docker = { dockerfile = "../../elsewhere/Dockerfile" }', "services[0].docker.dockerfile", False),
+    ('docker = { dockerfile = "db/Dockerfile", context = "data" }', "services[0].docker.dockerfile", False),
+    ('docker = { dockerfile = "db/Dockerfile", context = "missing" }', "services[0].docker.context", False),
+    ('docker = { file = "db/Dockerfile" }', "services[0].docker.file", False),
+    ('docker = "db/Dockerfile"', "services[0].docker", False),
+])
+def test_service_image_declaration(mini_root, docker, field, ok):
+    sc_dir = mini_root / "scenarios" / "notes-grpc"
+    (sc_dir / "db").mkdir()
+    (sc_dir / "db" / "Dockerfile").write_text("FROM scratch\n")
+    toml = sc_dir / "scenario.toml"
+    toml.write_text(toml.read_text() + SERVICE + docker + "\n")
+    if ok:
+        svc = load_scenario(toml).services[0]
+        assert svc.docker.dockerfile == (sc_dir / "db" / "Dockerfile").resolve()
+        assert svc.docker.context.is_dir() and svc.docker.dockerfile.is_relative_to(svc.docker.context)
+        return
+    with pytest.raises(ManifestError) as exc:
+        load_scenario(toml)
+    assert exc.value.field == field and str(toml) in str(exc.value)
+
+
+def test_kafka_broker_declares_its_image(root):
+    svc = load_scenario(root / "scenarios" / "events-kafka" / "scenario.toml").services[0]
+    assert svc.name == "kafka" and svc.docker.dockerfile.name == "Dockerfile"
+    assert "kafka" in svc.docker.dockerfile.read_text().lower()
+
+
 def test_cli_list_reports_malformed_manifest_in_one_line(mini_root):
     add_impl(mini_root, "broken", 'language = "go"\nframework = "f"\n[run]\ncommand = "server"\n[tuning]\na = "b"\n')
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "--root", str(mini_root), "list"],

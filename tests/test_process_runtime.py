@@ -82,7 +82,7 @@ def test_leftovers_of_a_killed_run_are_removed(mini_root, tmp_path):
     spec = spec_for(mini_root, tmp_path, run_id="lbdeadrun")
 
     # start the server from a separate harness process that we then SIGKILL
-    code = f"""
+    code = """
 import pickle, sys, time
 from harness.runtimes import get_runtime
 spec = pickle.loads(bytes.fromhex(sys.argv[1]))

@@ -23,6 +23,7 @@ class LaunchSpec:
     log_path: Path
     labels: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None       # working directory (default: the implementation's folder)
+    mounts: dict[str, str] = field(default_factory=dict)   # containers: host path -> "rw"|"ro", same path inside
 
 
 @dataclass

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import re
 import threading
@@ -33,12 +34,13 @@ from pathlib import Path
 from .. import build as builder
 from .. import images
 from ..errors import LangbenchError, ServerError, ToolError
-from ..manifest import Implementation, Scenario
+from ..manifest import Implementation, Scenario, Service
 from .base import LaunchSpec, Runtime, ServerHandle, StopResult
 from .cgroups import CGROUP_ROOT, _v1_mount
 
 RUN_LABEL = "langbench.run"
 IMPL_LABEL = "langbench.impl"
+SERVICE_LABEL = "langbench.service"     # "<scenario>/<service>" on a scenario service's container and image
 IMAGE_LABEL = "langbench.image"
 OWNER_LABEL = "langbench.owner"         # "<pid>:<start time>" of the harness process that made it
 BASE_ENV = "LANGBENCH_BASE_IMAGE_"       # + implementation name in upper case: a BASE_IMAGE build arg
@@ -144,24 +146,34 @@ class CgroupFiles:
 # ------------------------------------------------------------------ one container
 
 class DockerHandle(ServerHandle):
-    def __init__(self, runtime: "DockerRuntime", spec: LaunchSpec, image_ref: str):
+    def __init__(self, runtime: "DockerRuntime", spec: LaunchSpec, image_ref: str,
+                 command: list[str] | None = None):
+        """`command` overrides the image's CMD; by default (servers) the image's
+        own ENTRYPOINT/CMD runs and spec.command (the host command) is unused."""
         import docker.errors  # noqa: PLC0415
         self.spec = spec
         self.runtime = runtime
         c = runtime.client
         sc_dir = str(spec.scenario.dir)
-        labels = {**spec.labels, RUN_LABEL: spec.run_id, IMPL_LABEL: spec.impl.id, OWNER_LABEL: _owner()}
+        labels = {**spec.labels, RUN_LABEL: spec.run_id, OWNER_LABEL: _owner()}
+        if spec.impl is not None:
+            labels[IMPL_LABEL] = spec.impl.id
+        volumes = {sc_dir: {"bind": sc_dir, "mode": "ro"}}
+        for host_path, mode in spec.mounts.items():
+            volumes[str(host_path)] = {"bind": str(host_path), "mode": mode}
         kwargs = dict(
             image=image_ref, name=_container_name(spec.key), detach=True,
             environment=dict(spec.env),
             labels=labels, network_mode="host",
             cpuset_cpus=",".join(str(x) for x in spec.cpus),
-            volumes={sc_dir: {"bind": sc_dir, "mode": "ro"}},
+            volumes=volumes,
             privileged=False, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             stdin_open=False, tty=False,
         )
         if spec.cpu_quota is not None:
             kwargs["nano_cpus"] = int(spec.cpu_quota * 1e9)
+        if command:
+            kwargs["command"] = list(command)
         self._lock = threading.Lock()
         self._last_cpu = 0.0
         self._exit: int | None = None
@@ -303,6 +315,7 @@ class DockerHandle(ServerHandle):
              "cpu_quota": self.spec.cpu_quota, "cpu_quota_applied": self.spec.cpu_quota is not None,
              "nano_cpus": int(self.spec.cpu_quota * 1e9) if self.spec.cpu_quota is not None else None,
              "network_mode": "host", "scenario_mount": f"{self.spec.scenario.dir} (read-only, same path)",
+             "mounts": {p: f"{m}, same path" for p, m in self.spec.mounts.items()},
              "cpu_accounting": "cgroup file (cumulative usage)" if self.cgroup else "stats API total_usage",
              "memory_accounting": "usage minus inactive file (as docker stats)"
                                   + (", cgroup files" if self.cgroup else ", stats API")}
@@ -399,6 +412,49 @@ class DockerRuntime(Runtime):
                 "log": str(log_path), "base": describe_base(c, base, override)}
         self.images[impl.id] = info
         return {"image": info}
+
+    def prepare_service(self, svc: Service, scenario: Scenario, log_dir: Path) -> dict:
+        """Build a scenario service's image (after its setup has fetched what
+        the image copies), cached by a hash of its build context."""
+        img_spec = svc.docker
+        if img_spec is None:
+            raise ToolError(f"service {svc.name}: no docker image declared")
+        c = self.client
+        base = dockerfile_base(img_spec.dockerfile) or "scratch"
+        if base != "scratch" and images.image_or_none(c, base) is None and base in images.LOCAL_TAGS:
+            if not self.auto_bases:
+                raise ToolError(f"base image {base} is missing: run `langbench images`")
+            images.build_all(log_dir=log_dir)
+        h = hashlib.sha256()
+        for f in builder._files(img_spec.context, set()):
+            h.update(str(f.relative_to(img_spec.context)).encode() + b"\0" + f.read_bytes() + b"\0")
+        digest = h.hexdigest()[:16]
+        repo = f"langbench/svc-{_slug(scenario.name)}-{_slug(svc.name)}"
+        tag = f"{repo}:{digest}"
+        log_path = log_dir / f"image-{scenario.name}-service-{svc.name}.log"
+        t0 = time.monotonic()
+        try:
+            image_id, cached = images.run_build(
+                c, log_path, tag, {SERVICE_LABEL: f"{scenario.name}/{svc.name}", "langbench.source_hash": digest,
+                                   "langbench.base_ref": base},
+                path=str(img_spec.context), dockerfile=str(img_spec.dockerfile.relative_to(img_spec.context)),
+                pull=False)
+        except ToolError as exc:
+            raise ToolError(f"service {svc.name}: image build failed: {exc}") from None
+        img = c.images.get(image_id)
+        self._prune_old(repo, img.id)
+        return {"id": img.id, "tag": tag, "size_mb": img.attrs["Size"] / 1e6, "size_bytes": img.attrs["Size"],
+                "build_s": time.monotonic() - t0, "cached": cached, "log": str(log_path),
+                "base": describe_base(c, base, False)}
+
+    def start_image(self, spec: LaunchSpec, image_ref: str, command: list[str] | None = None) -> DockerHandle:
+        """A container of a given image (a scenario service's)."""
+        try:
+            return DockerHandle(self, spec, image_ref, command)
+        except LangbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ServerError(f"docker: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def _prune_old(self, repo: str, keep_id: str) -> None:
         """Remove this implementation's images of older sources (disk hygiene)."""

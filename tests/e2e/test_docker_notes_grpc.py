@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from harness import images, results
-from harness.errors import ToolError
+from harness import results
 from harness.manifest import discover
 
 from ..conftest import ROOT
@@ -19,14 +18,6 @@ from ..conftest import ROOT
 pytestmark = pytest.mark.e2e
 LANGBENCH = [sys.executable, "-m", "harness.cli", "--root", str(ROOT)]
 EXPECTED = {"python", "go", "rust", "scala"}
-
-
-@pytest.fixture(scope="module")
-def dclient():
-    try:
-        return images.client()
-    except ToolError as exc:
-        pytest.fail(f"the docker end-to-end test needs a Docker daemon: {exc}")
 
 
 @pytest.fixture(scope="module")
