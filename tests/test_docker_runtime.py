@@ -266,6 +266,33 @@ def test_container_pinned_capped_unprivileged_labelled_and_removed(busy, rt, dcl
                    "cpus_env": "1"}
 
 
+def test_service_container_mounts_its_data_and_keeps_earlier_logs(busy, rt, dclient, tmp_path):
+    """A scenario service's container (no implementation): its data folder is
+    mounted read-write at the same path, a command override runs, and a
+    restarted service's log keeps the output of the container before it."""
+    impl, sc, image, _ = busy
+    data = tmp_path / "svc-data"
+    data.mkdir()
+    log = tmp_path / "svc.log"
+    marker = data / "written-by-container"
+    for i in range(2):
+        s = spec(impl, sc, log)
+        s.impl, s.labels = None, {docker_rt.SERVICE_LABEL: "notes-grpc/test"}
+        s.mounts = {str(data): "rw"}
+        h = rt.start_image(s, image["id"], ["python3", "-c", f"open('{marker}', 'a').write('x'); print('run {i}')"])
+        labels = dclient.api.inspect_container(h.container.id)["Config"]["Labels"]
+        assert labels[docker_rt.SERVICE_LABEL] == "notes-grpc/test" and "langbench.impl" not in labels
+        mounts = {m["Destination"]: m["RW"] for m in dclient.api.inspect_container(h.container.id)["Mounts"]}
+        assert mounts == {str(sc.dir): False, str(data): True}
+        deadline = time.monotonic() + 30
+        while h.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert h.stop(grace_s=5).exit_code == 0
+    assert marker.read_text() == "xx"
+    assert log.read_text().split() == ["run", "0", "run", "1"]
+    assert containers_of(dclient, s.run_id) == []
+
+
 def test_stop_kills_after_the_grace_period(busy, rt, dclient, tmp_path):
     impl, sc, _, root = busy
     d = impl.dir

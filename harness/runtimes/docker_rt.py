@@ -179,6 +179,9 @@ class DockerHandle(ServerHandle):
         self._exit: int | None = None
         self._stopped = False
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # A log shared by successive containers (a service restarted for a
+        # check) keeps the earlier ones: this container's output goes after them.
+        self._log_offset = spec.log_path.stat().st_size if spec.log_path.exists() else 0
         try:
             self.container = c.containers.create(**kwargs)
         except docker.errors.APIError as exc:
@@ -257,7 +260,10 @@ class DockerHandle(ServerHandle):
             data = self.container.logs(stdout=True, stderr=True, timestamps=False)
         except Exception:  # noqa: BLE001
             return
-        self.spec.log_path.write_bytes(data)
+        with self.spec.log_path.open("r+b" if self.spec.log_path.exists() else "wb") as fh:
+            fh.seek(self._log_offset)
+            fh.write(data)
+            fh.truncate()
 
     def log_tail(self, lines: int = 3) -> str:
         if not self._stopped:
