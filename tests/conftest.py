@@ -9,6 +9,22 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+LANGBENCH = [sys.executable, "-m", "harness.cli", "--root", str(ROOT)]
+
+
+def run_cli(*args, timeout: float = 3000):
+    """`langbench ARGS...` against the real project, output captured."""
+    import subprocess
+    return subprocess.run([*LANGBENCH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def quick_run(tmp_path_factory, scenario: str, runtime: str):
+    """A whole `langbench run SCENARIO --runtime RUNTIME --profile quick` into a
+    fresh folder; returns (completed process, results folder)."""
+    out = tmp_path_factory.mktemp(f"{scenario}-{runtime}") / "run"
+    proc = run_cli("run", scenario, "--runtime", runtime, "--profile", "quick", "--out", str(out))
+    print(proc.stderr[-8000:])
+    return proc, out
 
 
 @pytest.fixture

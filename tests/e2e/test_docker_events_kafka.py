@@ -6,14 +6,12 @@ not skipped without them: it fails, saying so.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
 from harness import results
 
-from ..conftest import ROOT
+from ..conftest import quick_run
 
 pytestmark = pytest.mark.e2e
 LANGS = {"python", "go", "rust", "scala"}
@@ -21,12 +19,7 @@ LANGS = {"python", "go", "rust", "scala"}
 
 @pytest.fixture(scope="module")
 def kafka_docker_run(tmp_path_factory, dclient):
-    out = tmp_path_factory.mktemp("kafka-docker") / "run"
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "--root", str(ROOT), "run", "events-kafka",
-                           "--runtime", "docker", "--profile", "quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=3000, cwd=ROOT)
-    print(proc.stderr[-6000:])
-    return proc, out
+    return quick_run(tmp_path_factory, "events-kafka", "docker")
 
 
 def test_broker_runs_in_its_own_container(kafka_docker_run, dclient):

@@ -5,28 +5,21 @@ Debian as root; CI runs it). Not skipped without a daemon: it fails, saying so.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
 from harness import results
 from harness.manifest import discover
 
-from ..conftest import ROOT
+from ..conftest import ROOT, quick_run
 
 pytestmark = pytest.mark.e2e
-LANGBENCH = [sys.executable, "-m", "harness.cli", "--root", str(ROOT)]
 EXPECTED = {"python", "go", "rust", "scala"}
 
 
 @pytest.fixture(scope="module")
 def docker_run(tmp_path_factory, dclient):
-    out = tmp_path_factory.mktemp("e2e-docker") / "run"
-    proc = subprocess.run([*LANGBENCH, "run", "notes-grpc", "--runtime", "docker", "--profile", "quick",
-                           "--out", str(out)], capture_output=True, text=True, timeout=3600, cwd=ROOT)
-    print(proc.stderr[-8000:])
-    return proc, out
+    return quick_run(tmp_path_factory, "notes-grpc", "docker")
 
 
 def test_every_language_verified_and_measured_in_containers(docker_run):

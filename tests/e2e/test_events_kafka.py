@@ -1,14 +1,12 @@
 """End to end: events-kafka with a real Kafka broker, wrk, all four languages."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
 from harness import results
 
-from ..conftest import ROOT, langbench_processes
+from ..conftest import langbench_processes, quick_run, run_cli
 
 pytestmark = pytest.mark.e2e
 LANGS = {"python", "go", "rust", "scala"}
@@ -16,12 +14,7 @@ LANGS = {"python", "go", "rust", "scala"}
 
 @pytest.fixture(scope="module")
 def kafka_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("kafka") / "run"
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "--root", str(ROOT), "run", "events-kafka",
-                           "--runtime", "process", "--profile", "quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=3000)
-    print(proc.stderr[-6000:])
-    return proc, out
+    return quick_run(tmp_path_factory, "events-kafka", "process")
 
 
 def test_every_language_verified_with_exact_event_counts(kafka_run):
@@ -50,8 +43,7 @@ def test_every_language_verified_with_exact_event_counts(kafka_run):
 def test_report_has_the_hackday_table(kafka_run):
     _, out = kafka_run
     html = (out.parent / "report.html")
-    subprocess.run([sys.executable, "-m", "harness.cli", "report", str(out), "-o", str(html)], check=True,
-                   capture_output=True)
+    assert run_cli("report", str(out), "-o", str(html)).returncode == 0
     text = html.read_text()
     assert "The original comparison, measured" in text and "services memory idle" in text
     for lang in LANGS:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,23 +12,15 @@ import pytest
 
 from harness import results
 
-from ..conftest import ROOT, langbench_processes
+from ..conftest import langbench_processes, quick_run, run_cli
 
 pytestmark = pytest.mark.e2e
-LANGBENCH = [sys.executable, "-m", "harness.cli", "--root", str(ROOT)]
 LANGS = {"python", "go", "rust", "scala"}
 
 
-def run_cli(*args, timeout=3000):
-    return subprocess.run([*LANGBENCH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("e2e") / "run"
-    proc = run_cli("run", "notes-grpc", "--runtime", "process", "--profile", "quick", "--out", str(out))
-    print(proc.stderr[-6000:])
-    return proc, out
+@pytest.fixture(scope="module", name="quick_run")
+def quick_run_fixture(tmp_path_factory):
+    return quick_run(tmp_path_factory, "notes-grpc", "process")
 
 
 def test_all_four_languages_verified_and_measured(quick_run):
