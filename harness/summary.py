@@ -63,24 +63,62 @@ def _r(x, nd=4):
     return None if x is None else round(x, nd)
 
 
-def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float) -> list[dict]:
-    """One verdict per scenario, implementation, workload, level and metric."""
+def _why_failed(rs: list[dict]) -> str:
+    if rs and not any(r["verified"] for r in rs):
+        return "not verified"
+    errors = [r.get("error") for r in rs if not usable(r) and r.get("error")]
+    return str(errors[0]).splitlines()[0] if errors else "failed"
+
+
+def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
+            current_failures: dict[tuple, str] | None = None) -> list[dict]:
+    """One verdict per scenario, implementation, workload, level and metric.
+
+    A (scenario, implementation, workload, level) usable in the base (at least
+    one ok and verified trial) gets a single verdict, metric "all", when the
+    current run broke it: "missing" (no trial of it in the current run),
+    "broken" (no usable trial, or failed trials where the base had none).
+    `current_failures` maps (scenario, implementation) to the current run's
+    failure line for that implementation (build, start, verification).
+    """
     gb, gc = group(base_rows), group(cur_rows)
+    current_failures = current_failures or {}
     out = []
     for key in sorted(set(gb) | set(gc), key=lambda k: tuple(str(x) for x in k)):
-        b = [r for r in gb.get(key, []) if usable(r)]
-        c = [r for r in gc.get(key, []) if usable(r)]
-        client_bound = any(r["client_bound"] for r in gb.get(key, []) + gc.get(key, []))
+        rb, rc = gb.get(key, []), gc.get(key, [])
+        b = [r for r in rb if usable(r)]
+        c = [r for r in rc if usable(r)]
+        failed_now = len(rc) - len(c)
+        if b and (not c or (failed_now and len(b) == len(rb))):
+            if not rc:
+                verdict, why = "missing", "missing from the current run"
+                impl_failure = current_failures.get((key[0], key[1]))
+                if impl_failure:
+                    why += f": {impl_failure}"
+            elif not c:
+                verdict, why = "broken", f"all {len(rc)} trials failed in the current run: {_why_failed(rc)}"
+            else:
+                verdict, why = "broken", (f"{failed_now} of {len(rc)} trials failed in the current run "
+                                          f"(none in the base): {_why_failed(rc)}")
+            out.append(dict(zip(KEY, key), metric="all", base_n=len(b), current_n=len(c), base_median=None,
+                            current_median=None, verdict=verdict, change=None, ci_low=None, ci_high=None,
+                            p_value=None, reason=why))
+            continue
+        client_bound = any(r["client_bound"] for r in rb + rc)
         for metric, higher in COMPARED.items():
             vb = [r[metric] for r in b if r.get(metric) is not None]
             vc = [r[metric] for r in c if r.get(metric) is not None]
             entry = dict(zip(KEY, key), metric=metric, base_n=len(vb), current_n=len(vc),
                          base_median=_r(stats.median(vb)), current_median=_r(stats.median(vc)))
-            if key not in gb or key not in gc:
-                v = stats.Verdict("inconclusive", None, None, None,
-                                  "only in the current run" if key not in gb else "missing from the current run")
+            if key not in gb:
+                v = stats.Verdict("inconclusive", None, None, None, "only in the current run")
+            elif not b:
+                why = ("failed in the base, missing from the current run" if not rc
+                       else "failed in the base and in the current run" if not c
+                       else "no usable trial in the base (failed or unverified)")
+                v = stats.Verdict("inconclusive", None, None, None, why)
             elif not vb or not vc:
-                v = stats.Verdict("inconclusive", None, None, None, "no usable trial on one side (failed or unverified)")
+                v = stats.Verdict("inconclusive", None, None, None, f"no {metric} figure on one side")
             else:
                 v = stats.compare_samples(vb, vc, threshold, higher)
                 if client_bound and metric in ("rps", "rps_per_cpu") and v.verdict in ("regressed", "improved"):
@@ -90,6 +128,43 @@ def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float) -> li
                          ci_high=_r(v.ci[1]) if v.ci else None, p_value=_r(v.p_value), reason=v.reason)
             out.append(entry)
     return out
+
+
+def _shown(x) -> str:
+    if x is None:
+        return "unknown"
+    if isinstance(x, (list, tuple)):
+        return "CPUs " + (",".join(map(str, x)) or "none")
+    if isinstance(x, str):
+        return "'" + " ".join(x.split()) + "'"
+    return str(x)
+
+
+def incomparable(base: dict, cur: dict) -> list[str]:
+    """What makes two runs' figures incomparable, one phrase per difference:
+    runtime, profile, CPU quota, CFS period (only when both runs record it),
+    CPU layout, machine (CPU model and count, memory, kernel)."""
+    diffs = []
+
+    def check(label: str, a, b, unit: str = "") -> None:
+        if a != b:
+            diffs.append(f"{label} {_shown(a)}{unit if a is not None else ''} vs {_shown(b)}"
+                         f"{unit if b is not None else ''}")
+
+    check("runtime", base.get("runtime"), cur.get("runtime"))
+    check("profile", base.get("profile_name"), cur.get("profile_name"))
+    pb, pc = base.get("profile") or {}, cur.get("profile") or {}
+    check("CPU quota", pb.get("server_cpu_quota"), pc.get("server_cpu_quota"), " cores")
+    if pb.get("cfs_period_us") is not None and pc.get("cfs_period_us") is not None:
+        check("CFS period", pb["cfs_period_us"], pc["cfs_period_us"], " us")
+    lb, lc = base.get("cpu_layout") or {}, cur.get("cpu_layout") or {}
+    check("load tool", lb.get("client"), lc.get("client"))
+    check("server", lb.get("server"), lc.get("server"))
+    eb, ec = base.get("environment") or {}, cur.get("environment") or {}
+    for field, label, unit in (("cpu_model", "CPU model", ""), ("cpu_count", "CPU count", ""),
+                               ("memory_gb", "memory", " GB"), ("kernel", "kernel", "")):
+        check(label, eb.get(field), ec.get(field), unit)
+    return diffs
 
 
 def ranks(rows: list[dict], metric: str = "rps", higher_is_better: bool = True) -> dict[tuple, dict[str, int]]:
