@@ -76,9 +76,9 @@ func (h *fireHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // produce hands rec to the producer and waits for the broker's
 // acknowledgement, or for ctx to end, whichever comes first.
 //
-// ProduceSync stops the linger of the record's partition and drains it at
-// once, so a caller that waits for its acknowledgement does not also wait out
-// the linger; under concurrency records still batch up behind the produce
+// With linger 0 (the contract's setting) the record's partition is drained
+// at once; ProduceSync would also cut a linger short, so nothing here waits
+// on one. Under concurrency records still batch up behind the produce
 // request in flight. It runs in its own goroutine because franz-go fails a
 // record whose context ended only at certain points (before a request is
 // written, after a response): while it dials or waits on an unresponsive

@@ -210,8 +210,10 @@ fn producer(
         .set("compression.type", "none")
         .set("enable.idempotence", "false")
         // The scenario fixes the same producer settings for every language:
-        // linger 5 ms (SCENARIOS.md: "the same everywhere").
-        .set("linger.ms", "5")
+        // linger 0 (send at once; records queued while a produce request
+        // waits to be transmitted form the next batch). linger.ms is
+        // librdkafka's alias of queue.buffering.max.ms: one setting.
+        .set("linger.ms", "0")
         // The 5 s delivery deadline, retries included; a produce request
         // never waits longer than that either.
         .set(
