@@ -95,6 +95,8 @@ def cmd_run(args, interop_only: bool = False) -> int:
         if not selection:
             raise InputError("none of the selected scenarios declares an interop matrix")
     runtime = choose_runtime(args.runtime)
+    allow_uncapped = getattr(args, "allow_uncapped", False)
+    runtime.allow_uncapped = allow_uncapped
     trials = args.trials or profile.trials
     if trials < 1:
         raise InputError("--trials must be at least 1")
@@ -106,7 +108,7 @@ def cmd_run(args, interop_only: bool = False) -> int:
     runner = Runner(root=root, selection=selection, runtime=runtime, profile=profile,
                     profile_name=profile_name, layout=layout, out_dir=out_dir, trials=trials,
                     seed=args.seed, interop=not getattr(args, "no_interop", False),
-                    progress=Progress(quiet=args.quiet), run_id=run_id)
+                    progress=Progress(quiet=args.quiet), run_id=run_id, allow_uncapped=allow_uncapped)
     try:
         if interop_only:
             cells = runner.interop_only()
@@ -226,14 +228,24 @@ def parse_threshold(text: str) -> float:
 
 
 def cmd_compare(args) -> int:
-    from .compare_fmt import render_compare
+    from .compare_fmt import FAILING, render_compare
     from .results import flat_rows, load
-    from .summary import compare
+    from .summary import compare, incomparable
     threshold = parse_threshold(args.threshold)
     base, cur = load(Path(args.base)), load(Path(args.current))
-    verdicts = compare(flat_rows(base), flat_rows(cur), threshold)
-    sys.stdout.write(render_compare(verdicts, args.format, threshold, base, cur))
-    return ExitCode.FAILURE if any(v["verdict"] == "regressed" for v in verdicts) else ExitCode.OK
+    warnings = []
+    diffs = incomparable(base, cur)
+    if diffs:
+        what = "the runs are not comparable: " + "; ".join(diffs)
+        if not args.force:
+            raise InputError(f"{what} (--force compares them anyway)")
+        warnings.append(f"{what}; compared anyway (--force)")
+        print(f"langbench: warning: {warnings[-1]}", file=sys.stderr)
+    failures = {(v.get("scenario"), v.get("name")): " ".join(str(v.get("failure") or "failed").split())
+                for v in cur.get("implementations", {}).values() if v.get("status") == "failed"}
+    verdicts = compare(flat_rows(base), flat_rows(cur), threshold, current_failures=failures)
+    sys.stdout.write(render_compare(verdicts, args.format, threshold, base, cur, warnings=warnings))
+    return ExitCode.FAILURE if any(v["verdict"] in FAILING for v in verdicts) else ExitCode.OK
 
 
 def cmd_export(args) -> int:
@@ -290,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--out", metavar="DIR", help="results folder (default: a new folder under results/)")
         s.add_argument("--seed", type=int, help="seed of the randomised order (recorded)")
         s.add_argument("--quiet", action="store_true", help="no progress lines")
-        s.add_argument("--trials", type=int, help="trials per implementation (fresh server each)")
+        s.add_argument("--trials", type=int, help="trials per implementation (fresh server each; "
+                       "default: the profile's, 3 for standard)")
+        s.add_argument("--allow-uncapped", action="store_true",
+                       help="measure even when the profile's CPU quota cannot be applied (recorded in every row); "
+                            "without it that is an error (exit 2)")
 
     s = sub.add_parser("run", help="build, verify and measure; write results and a report")
     run_opts(s, False)
@@ -325,11 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", metavar="FILE")
     s.set_defaults(func=cmd_results)
 
-    s = sub.add_parser("compare", help="verdicts between two runs; exit 1 on a significant regression")
+    s = sub.add_parser("compare", help="verdicts between two runs; exit 1 on a significant regression or on "
+                       "a level the current run broke, 2 when the runs are not comparable")
     s.add_argument("base", metavar="BASE", help="baseline run folder or results.json")
     s.add_argument("current", metavar="CURRENT", help="current run folder or results.json")
     s.add_argument("--threshold", default="10%", help="smallest change that counts (default 10%%)")
     s.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    s.add_argument("--force", action="store_true",
+                   help="compare runs that differ in runtime, profile, CPU quota or layout, or machine "
+                        "(a warning instead of exit 2)")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("new", help="scaffold a scenario and four implementation skeletons")

@@ -40,3 +40,8 @@ class ServerError(LangbenchError):
 
 class ToolError(LangbenchError):
     """A load tool or toolchain is missing or failed."""
+
+
+class QuotaError(InputError):
+    """The CPU quota the profile declares cannot be applied here (exit 2):
+    measuring without it would publish figures under a budget that was not in force."""

@@ -15,22 +15,29 @@ from .errors import InputError
 class Profile:
     name: str
     server_cpu_quota: float | None   # CPU time granted to a server, in cores (CFS quota)
+    cfs_period_us: int               # the CFS period of that quota (short: see README, "CPU budget")
     sample_hz: float                 # sampling rate of server CPU and memory
     idle_s: float                    # idle window after verification
     trials: int
-    client_bound_threshold: float    # load tool busier than this share of its CPUs -> client_bound
+    client_bound_threshold: float    # client CPUs busier than this share over the send window -> client_bound
+    noisy_foreign_cores: float       # foreign work on the server CPUs above this (cores) -> noisy
+    noisy_steal_cores: float         # steal time above this (cores, all CPUs of the layout) -> noisy
+    warmup_window_s: float           # warm-up runs in windows of this many seconds of load ...
+    warmup_tolerance: float          # ... until two consecutive windows' throughput is within this share ...
+    warmup_max_s: float              # ... or this cap is reached (the scenario's warmup_s is the minimum)
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
+_COMMON = dict(server_cpu_quota=0.5, cfs_period_us=10_000, sample_hz=10.0, client_bound_threshold=0.9,
+               noisy_foreign_cores=0.05, noisy_steal_cores=0.05, warmup_tolerance=0.05)
+
 PROFILES = {
     # A few seconds per level: a smoke run that still measures every dimension.
-    "quick": Profile("quick", server_cpu_quota=0.5, sample_hz=10.0, idle_s=2.0, trials=1,
-                     client_bound_threshold=0.9),
-    # The default suite.
-    "standard": Profile("standard", server_cpu_quota=0.5, sample_hz=10.0, idle_s=5.0, trials=1,
-                        client_bound_threshold=0.9),
+    "quick": Profile("quick", idle_s=2.0, trials=1, warmup_window_s=1.0, warmup_max_s=12.0, **_COMMON),
+    # The default suite: three trials, so that every figure has an interval.
+    "standard": Profile("standard", idle_s=3.0, trials=3, warmup_window_s=2.0, warmup_max_s=40.0, **_COMMON),
 }
 
 

@@ -102,13 +102,19 @@ COLUMNS = [
     "level_kind", "level_value", "trial", "verified", "ok", "rps", "requests", "errors",
     "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "cpu_cores", "cpu_s_per_1k",
     "rps_per_cpu", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb", "startup_ms",
-    "shutdown_ms", "build_s", "artifact_mb", "image_mb", "client_bound", "tool_cpu_cores",
-    "server_cpus", "client_cpus", "cpu_quota", "services_cpu_cores", "services_rss_mb", "error",
+    "shutdown_ms", "build_s", "artifact_mb", "image_mb", "client_bound", "client_busy_pct", "tool_cpu_cores",
+    "noisy", "foreign_cores", "steal_cores", "throttled_pct", "throttled_ms_per_s",
+    "server_cpus", "client_cpus", "cpu_quota", "cpu_quota_applied", "cfs_period_us", "window_s",
+    "warmup_s", "warmup_steady", "cut_off", "late", "services_cpu_cores", "services_rss_mb", "error",
 ]
 
 
 def _r(x, nd=3):
     return None if x is None else round(x, nd)
+
+
+def _pct(x):
+    return None if x is None else 100 * x
 
 
 def flat_rows(data: dict) -> list[dict]:
@@ -126,6 +132,11 @@ def flat_rows(data: dict) -> list[dict]:
         idle = inst.get("idle") or {}
         build = impl.get("build") or {}
         level = m["level"]
+        client = m.get("client") or {}
+        noise = m.get("noise") or {}
+        thr = server.get("throttling") or {}
+        quota = inst.get("quota") or {}
+        warm = (inst.get("warmup") or {}).get(m["workload"]) or {}
         rows.append({
             "run_id": data.get("run_id"),
             "scenario": m["scenario"],
@@ -158,11 +169,24 @@ def flat_rows(data: dict) -> list[dict]:
             "artifact_mb": _r(build["artifact_bytes"] / 1e6, 2) if build.get("artifact_bytes") else None,
             "image_mb": _r((impl.get("image") or {}).get("size_mb"), 2),
             "client_bound": bool(load_.get("client_bound")),
+            "client_busy_pct": _r(_pct(client.get("busy_share")), 1),
             "tool_cpu_cores": _r(load_.get("tool_cpu_cores"), 3),
+            "noisy": bool(noise.get("noisy")),
+            "foreign_cores": _r(noise.get("foreign_cores"), 4),
+            "steal_cores": _r(noise.get("steal_cores"), 4),
+            "throttled_pct": _r(_pct(thr.get("throttled_share")), 1),
+            "throttled_ms_per_s": _r(thr.get("throttled_ms_per_s"), 1),
             "server_cpus": " ".join(map(str, layout.get("server", []))),
             "client_cpus": " ".join(map(str, layout.get("client", []))),
             "cpu_quota": (data.get("profile") or {}).get("server_cpu_quota"),
-            "services_cpu_cores": _r(sum(v["cpu_cores"] for v in (m.get("services") or {}).values()), 4)
+            "cpu_quota_applied": quota.get("cpu_quota_applied"),
+            "cfs_period_us": quota.get("cfs_period_us"),
+            "window_s": _r(server.get("window_s"), 3),
+            "warmup_s": _r(warm.get("seconds"), 1),
+            "warmup_steady": warm.get("steady"),
+            "cut_off": load_.get("cut_off"),
+            "late": load_.get("late"),
+            "services_cpu_cores": _r(sum(v["cpu_cores"] or 0 for v in (m.get("services") or {}).values()), 4)
             if m.get("services") else None,
             "services_rss_mb": _r(sum(v["rss_mb"] or 0 for v in (m.get("services") or {}).values()))
             if m.get("services") else None,

@@ -17,8 +17,10 @@ from . import sampling
 from .checks import run_verdict
 from .drivers import get_driver
 from .environment import fingerprint
-from .errors import LangbenchError, ServerError, ToolError
+from . import hostcpu
+from .errors import LangbenchError, QuotaError, ServerError, ToolError
 from .manifest import Implementation, Level, Scenario, expand
+from .probe import Probe, analyse
 from .profiles import CpuLayout, Profile
 from .readiness import wait_ready
 from .results import ResultsStore
@@ -74,6 +76,30 @@ class Interrupted(Exception):
     pass
 
 
+class Eta:
+    """A progress bar with an estimated time to the end, in the progress lines.
+
+    The plan's estimate (levels x durations + overheads) is counted off level
+    by level; the remaining estimate is scaled by how long the done part
+    really took against its estimate."""
+
+    WIDTH = 20
+
+    def __init__(self, progress: Progress, total_est_s: float):
+        self.progress = progress
+        self.total = max(total_est_s, 1.0)
+        self.done_est = 0.0
+        self.t0 = time.monotonic()
+
+    def advance(self, est_s: float) -> None:
+        self.done_est = min(self.total, self.done_est + est_s)
+        frac = self.done_est / self.total
+        spent = time.monotonic() - self.t0
+        left = spent / self.done_est * (self.total - self.done_est) if self.done_est > 0 else self.total
+        bar = "#" * round(frac * self.WIDTH) + "." * (self.WIDTH - round(frac * self.WIDTH))
+        self.progress(f"[{bar}] {frac:4.0%} done, {spent / 60:.1f} min so far, about {left / 60:.1f} min to go")
+
+
 @dataclass
 class Runner:
     root: Path
@@ -88,6 +114,7 @@ class Runner:
     interop: bool = True
     progress: Progress = field(default_factory=Progress)
     run_id: str = ""
+    allow_uncapped: bool = False
     live: dict = field(default_factory=dict)
     builds: dict = field(default_factory=dict)
     failed: dict = field(default_factory=dict)
@@ -131,14 +158,20 @@ class Runner:
             except LangbenchError as exc:
                 tools[d] = f"unavailable: {exc}"
         plan = make_plan(self.selection, self.trials, self.seed)
+        # The harness itself (main thread, sampler, readers) runs on the load
+        # tool's CPUs: nothing of ours competes with the server under test.
+        pinned_threads = hostcpu.pin_all_threads(self.layout.client)
+        quota = self.runtime.check_quota(self.profile.server_cpu_quota, self.profile.cfs_period_us)
+        self.eta = Eta(self.progress, sum(self._estimate(p) for p in plan))
         self.store = ResultsStore(self.out_dir, {
             "run_id": self.run_id, "runtime": self.runtime.name,
             "runtime_info": {**self.runtime.describe(),
                              "selected": getattr(self.runtime, "selected", "explicit")},
             "profile_name": self.profile_name,
             "profile": self.profile.to_json(), "trials": self.trials, "seed": self.seed,
-            "cpu_layout": {**self.layout.to_json(),
+            "cpu_layout": {**self.layout.to_json(), "harness_pinned_threads": pinned_threads,
                            "note": "load tool and harness on 'client', server under test on 'server'"},
+            "quota": {**quota, "allow_uncapped": self.allow_uncapped},
             "scenarios": {sc.name: {"title": sc.title, "description": sc.description,
                                     "protocol": sc.protocol,
                                     "levels": [lv.to_json() for lv in sc.profiles[self.profile_name].levels()],
@@ -179,6 +212,10 @@ class Runner:
             status = "interrupted"
             self.progress("interrupted: stopping servers, keeping what was measured")
             raise
+        except LangbenchError as exc:
+            status = "aborted"
+            self.store.event("error", f"run aborted: {exc}")
+            raise
         finally:
             self._stop_all()
             signal.signal(signal.SIGTERM, old_handler)
@@ -189,6 +226,8 @@ class Runner:
         """Start the scenario's services, run its server runs, stop the services."""
         todo = [p for p in items if p.impl.id not in self.failed]
         if not todo:
+            for item in items:
+                self.eta.advance(self._estimate(item))
             return
         self.services = None
         if sc.services:
@@ -211,11 +250,19 @@ class Runner:
             for item in items:
                 if item.impl.id not in self.failed:
                     self._instance(item)
+                self.eta.advance(self._estimate(item))
         finally:
             if self.services is not None:
                 self.services.stop_all()
                 self.store.data["services"][sc.name] = self.services.describe()
                 self.services = None
+
+    def _estimate(self, item: PlanItem) -> float:
+        """Rough seconds one server run takes (start, checks, idle, warm-up,
+        levels); the ETA rescales it by what the run has really taken so far."""
+        lv = item.scenario.profiles[self.profile_name]
+        per_workload = max(lv.warmup_s, 2 * self.profile.warmup_window_s) + len(lv.levels()) * (lv.duration_s + 1.5)
+        return 8.0 + self.profile.idle_s + len(item.scenario.workloads) * per_workload
 
     def _on_sigterm(self, *_):
         raise Interrupted()
@@ -278,7 +325,8 @@ class Runner:
                           cpus=self.layout.server, cpu_quota=self.profile.server_cpu_quota, env=env,
                           command=[expand(a, ph) for a in impl.run],
                           log_path=self.logs / f"server-{sc.name}-{impl.name}-t{trial}.log",
-                          labels={"langbench.run": self.run_id, "langbench.impl": impl.id})
+                          labels={"langbench.run": self.run_id, "langbench.impl": impl.id},
+                          cfs_period_us=self.profile.cfs_period_us)
         inst = {"key": key, "scenario": sc.name, "implementation_id": impl.id, "trial": trial,
                 "port": port, "command": spec.command, "env": env, "log": str(spec.log_path),
                 "startup_ms": None, "verify": None, "idle": None, "shutdown": None,
@@ -297,6 +345,7 @@ class Runner:
                 raise ServerError(f"could not start {spec.command[0]}: {exc}") from None
             self.live[key] = handle
             inst["runtime"] = handle.describe()
+            inst["quota"] = self._check_applied_quota(handle)
             startup = wait_ready(sc.readiness, HOST, port, handle.alive,
                                  lambda: f"exit code {handle.exit_code()}; log: {handle.log_tail()}",
                                  handle.started_at)
@@ -307,22 +356,25 @@ class Runner:
             self._verify(sc, impl, trial, ph, inst)
             if trial == 1 and sc.interop is not None and self.interop:
                 self._interop_column(sc, impl, port)
-            sampler = sampling.Sampler(handle.cpu_seconds, handle.memory_bytes, self.profile.sample_hz).start()
+            probe = Probe(handle, self.layout.client, self.layout.server)
+            sampler = sampling.Sampler(probe.counters, handle.memory_bytes, self.profile.sample_hz).start()
             t_start = time.monotonic()
             sa = self.services.marks() if self.services else {}
             a = sampler.mark()
             time.sleep(self.profile.idle_s)
             b = sampler.mark()
             sb = self.services.marks() if self.services else {}
-            idle_samples = sampling.window(sampler.snapshot(), a.t, b.t)
-            inst["idle"] = {"window_s": b.t - a.t, "cpu_cores": sampling.cpu_cores(a, b),
-                            "rss_mb": sampling.memory_stats(idle_samples)["mean_mb"]}
+            samples = sampler.snapshot()
+            idle = self._window(samples, a.t, b.t)
+            inst["idle"] = {"window_s": b.t - a.t, "cpu_cores": idle["cpu_cores"],
+                            "rss_mb": sampling.memory_stats(sampling.window(samples, a.t, b.t))["mean_mb"],
+                            "noise": idle["noise"], "client": idle["client"]}
             if sa:
                 inst["idle"]["services"] = self.services.window(sa, sb)
             inst["phases"].append({"name": "idle", "t0": a.t - t_start, "t1": b.t - t_start})
             self.store.save()
             for w in sc.workloads:
-                self._workload(sc, impl, trial, key, w, port, handle, sampler, inst, t_start, ph)
+                self._workload(sc, impl, trial, key, w, port, handle, sampler, probe, inst, t_start, ph)
         except _VerifyFailed as exc:
             inst["error"] = f"verification failed: {exc}"
             self.fail(impl, "verify", str(exc))
@@ -349,6 +401,24 @@ class Runner:
                     self.progress(f"{impl.id} trial {trial}: stopped in {res.shutdown_s * 1000:.0f} ms, "
                                   f"exit {res.exit_code if not res.killed else 'killed after 5 s'}")
             self.store.save()
+
+    def _check_applied_quota(self, handle: ServerHandle) -> dict:
+        """The quota the kernel holds for this server, read back; a quota the
+        profile declares but that is not in force stops the run (exit 2)
+        unless the user allowed running uncapped."""
+        want, period = self.profile.server_cpu_quota, self.profile.cfs_period_us
+        try:
+            got = handle.quota_applied()
+        except OSError:
+            got = None
+        applied, applied_period = got if got is not None else (None, None)
+        ok = want is None or (applied is not None and abs(applied - want) < 0.01 and applied_period == period)
+        if not ok and not self.allow_uncapped:
+            raise QuotaError(f"the server's CPU quota is not in force: wanted {want} cores over {period} µs, "
+                             f"the kernel holds {applied} cores over {applied_period} µs; pass --allow-uncapped "
+                             f"to measure anyway (recorded in every row)")
+        return {"cpu_quota_requested": want, "cpu_quota_applied": applied, "cfs_period_us": applied_period,
+                "in_force": ok}
 
     def _hook(self, command: list[str], ph: dict, sc: Scenario, timeout_s: float, name: str) -> None:
         argv = [expand(a, ph) for a in command]
@@ -398,25 +468,59 @@ class Runner:
                         sc.dir, sc.after_load.timeout_s, cpus=self.layout.client)
         return v.to_json()
 
-    def _workload(self, sc, impl, trial, key, w, port, handle, sampler, inst, t_start, ph) -> None:
+    def _window(self, samples, t0: float, t1: float) -> dict:
+        p = self.profile
+        return analyse(samples, t0, t1, len(self.layout.client), client_bound_share=p.client_bound_threshold,
+                       noisy_foreign_cores=p.noisy_foreign_cores, noisy_steal_cores=p.noisy_steal_cores)
+
+    def _warmup(self, driver, w, levels, common: dict, inst: dict, ph: dict, sc, t_start: float) -> None:
+        """Load at the top concurrency in windows until two consecutive windows'
+        throughput is within the profile's tolerance (and the scenario's
+        minimum warm-up has passed), or the cap is reached. The same rule for
+        every implementation; what it took is recorded."""
+        p = self.profile
+        top = max(levels.concurrency or [16])
+        window = p.warmup_window_s + driver.overhead_s(w)
+        t0 = time.monotonic()
+        rps: list[float] = []
+        steady = False
+        while True:
+            try:
+                res = driver.run(level=Level("concurrency", top), duration_s=window, raw_path=None, **common)
+                inst["ok_total"] += res.ok_count
+                rps.append(res.rps)
+            except ToolError as exc:
+                self.store.event("warning", f"warm-up window failed: {exc}", implementation=inst["implementation_id"],
+                                 workload=w.name)
+                rps.append(0.0)
+            spent = time.monotonic() - t0
+            if len(rps) >= 2 and rps[-2] > 0 and abs(rps[-1] / rps[-2] - 1) <= p.warmup_tolerance \
+                    and spent >= levels.warmup_s:
+                steady = True
+                break
+            if spent + window > max(p.warmup_max_s, levels.warmup_s):
+                break
+        spent = time.monotonic() - t0
+        inst.setdefault("warmup", {})[w.name] = {
+            "seconds": spent, "windows": len(rps), "window_s": window, "concurrency": top,
+            "rps": [round(x, 1) for x in rps], "steady": steady,
+            "rule": f"two consecutive {p.warmup_window_s:g} s windows within {p.warmup_tolerance:.0%}, "
+                    f"at least {levels.warmup_s:g} s, at most {p.warmup_max_s:g} s"}
+        self.progress(f"{inst['implementation_id']} t{inst['trial']} {w.name}: warm-up "
+                      f"{'steady' if steady else 'NOT steady (cap reached)'} after {spent:.1f} s "
+                      f"({', '.join(f'{x:.0f}' for x in rps)} rps)")
+        check = self._after_load(sc, ph, inst)
+        if check is not None and not check["ok"]:
+            raise ServerError(f"check after the {w.name} warm-up failed: {check['detail']}")
+        inst["phases"].append({"name": f"{w.name} warm-up", "t0": t0 - t_start, "t1": time.monotonic() - t_start})
+
+    def _workload(self, sc, impl, trial, key, w, port, handle, sampler, probe, inst, t_start, ph) -> None:
         driver = get_driver(w.driver)
         levels = sc.profiles[self.profile_name]
         target = f"{HOST}:{port}"
-        common = dict(target=target, scenario=sc, workload=w, cpus=self.layout.client,
-                      client_bound_threshold=self.profile.client_bound_threshold)
+        common = dict(target=target, scenario=sc, workload=w, cpus=self.layout.client, on_start=probe.watch_tool)
         if levels.warmup_s > 0:
-            top = max(levels.concurrency or [16])
-            t0 = time.monotonic() - t_start
-            try:
-                res = driver.run(level=Level("concurrency", top), duration_s=levels.warmup_s, raw_path=None,
-                                 **common)
-                inst["ok_total"] += res.ok_count
-            except ToolError as exc:
-                self.store.event("warning", f"warm-up failed: {exc}", implementation=impl.id, workload=w.name)
-            check = self._after_load(sc, ph, inst)
-            if check is not None and not check["ok"]:
-                raise ServerError(f"check after the {w.name} warm-up failed: {check['detail']}")
-            inst["phases"].append({"name": f"{w.name} warm-up", "t0": t0, "t1": time.monotonic() - t_start})
+            self._warmup(driver, w, levels, common, inst, ph, sc, t_start)
         for level in levels.levels():
             if not handle.alive():
                 raise ServerError(f"server died during workload {w.name} "
@@ -430,32 +534,50 @@ class Runner:
             a = sampler.mark()
             try:
                 res = driver.run(level=level, duration_s=levels.duration_s, raw_path=raw, **common)
-                m["load"] = res.to_json()
-                inst["ok_total"] += res.ok_count
             except ToolError as exc:
+                res = None
                 m["error"] = str(exc)
             b = sampler.mark()
+            samples = sampler.snapshot()
+            # The send window: from the tool's first call to its last answer
+            # (start-up, connection set-up, drain and report writing left out).
+            if res is not None and res.send_t0 is not None and a.t <= res.send_t0 < res.send_t1 <= b.t + 0.05:
+                t0, t1, basis = res.send_t0, min(res.send_t1, b.t), "send window"
+            else:
+                t0, t1, basis = a.t, b.t, "tool's whole run (no send window reported)"
+            win = self._window(samples, t0, t1)
             if sa:
-                m["services"] = self.services.window(sa, self.services.marks())
-            inst["phases"].append({"name": f"{w.name} {level.key}", "t0": a.t - t_start, "t1": b.t - t_start})
-            win = sampling.window(sampler.snapshot(), a.t, b.t)
-            cores = sampling.cpu_cores(a, b)
-            mem = sampling.memory_stats(win)
-            cpu_s = b.cpu_s - a.cpu_s
-            load_ = m["load"]
-            m["server"] = {"cpu_s": cpu_s, "cpu_cores": cores, "window_s": b.t - a.t,
-                           "rss_mb": mem["mean_mb"], "rss_peak_mb": mem["peak_mb"], "samples": mem["n"]}
-            if load_ is not None:
-                answered = load_["ok_count"]
-                m["server"]["cpu_s_per_1k"] = cpu_s / answered * 1000 if answered else None
-                m["server"]["rps_per_cpu"] = load_["rps"] / cores if cores > 0 else None
+                m["services"] = self.services.window(sa, self.services.marks(), t0, t1)
+            inst["phases"].append({"name": f"{w.name} {level.key}", "t0": t0 - t_start, "t1": t1 - t_start})
+            mem = sampling.memory_stats(sampling.window(samples, t0, t1))
+            if res is not None:
+                if win["client"]["tool_cores"] is not None:
+                    res.tool_cpu_cores = win["client"]["tool_cores"]
+                res.client_bound = win["client"]["saturated"]
+                m["load"] = res.to_json()
+                inst["ok_total"] += res.ok_count
+            cores = win["cpu_cores"]
+            m["server"] = {"cpu_s": win["cpu_s"], "cpu_cores": cores, "window_s": win["window_s"],
+                           "window_basis": basis, "rss_mb": mem["mean_mb"], "rss_peak_mb": mem["peak_mb"],
+                           "samples": mem["n"], "throttling": win["throttling"],
+                           "quota": inst.get("quota")}
+            m["client"] = win["client"]
+            m["noise"] = win["noise"]
+            if res is not None:
+                m["server"]["cpu_s_per_1k"] = (win["cpu_s"] / res.ok_count * 1000
+                                               if res.ok_count and win["cpu_s"] is not None else None)
+                m["server"]["rps_per_cpu"] = res.rps / cores if cores else None
+            if cores is None and m["error"] is None:
+                m["error"] = "the server's CPU counter could not be read at the window's edges"
             alive = handle.alive()
             if not alive:
                 m["error"] = (f"server died under load (exit code {handle.exit_code()}; "
                               f"log: {handle.log_tail()})")
-            elif load_ is not None and load_["ok_count"] == 0:
+            elif res is not None and res.ok_count == 0:
                 m["error"] = "no successful answer: " + (", ".join(f"{k}: {v}" for k, v in
-                                                                  list(load_["error_kinds"].items())[:2]) or "?")
+                                                                  list(res.error_kinds.items())[:2]) or "?")
+            elif res is not None and res.status_check and m["error"] is None:
+                m["error"] = f"wrong mix of answers: {res.status_check}"
             if alive:
                 check = self._after_load(sc, ph, inst)
                 if check is not None:
@@ -464,11 +586,16 @@ class Runner:
                         m["error"] = f"check after load failed: {check['detail']}"
             m["ok"] = m["error"] is None
             self.store.add_measurement(m)
-            if load_ is not None:
-                self.progress(f"{impl.id} t{trial} {w.name} {level.key}: {load_['rps']:.0f} rps, "
-                              f"p99 {load_['latency_ms']['p99'] or 0:.2f} ms, server {cores:.2f} cores, "
-                              f"{(mem['mean_mb'] or 0):.1f} MB, errors {load_['errors']}"
-                              f"{', CLIENT-BOUND' if load_['client_bound'] else ''}")
+            if res is not None:
+                flags = [f for f, on in (("CLIENT-BOUND", res.client_bound), ("NOISY", win["noise"]["noisy"])) if on]
+                thr = win["throttling"] or {}
+                self.progress(f"{impl.id} t{trial} {w.name} {level.key}: {res.rps:.0f} rps, "
+                              f"p99 {res.latency_ms['p99'] or 0:.2f} ms, server {cores or 0:.2f} cores "
+                              f"(throttled {(thr.get('throttled_share') or 0):.0%} of periods), "
+                              f"{(mem['mean_mb'] or 0):.1f} MB, errors {res.errors}, "
+                              f"client CPUs {(win['client']['busy_share'] or 0):.0%} busy"
+                              f"{', ' + ', '.join(flags) if flags else ''}"
+                              f"{'' if m['ok'] else ' FAILED: ' + m['error']}")
             else:
                 self.progress(f"{impl.id} t{trial} {w.name} {level.key}: {m['error']}")
             if not alive:

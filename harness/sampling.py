@@ -1,39 +1,78 @@
-"""Sampling a server's CPU and memory, and the arithmetic over windows.
+"""Sampling a server and the machine around it, and the arithmetic over windows.
 
-CPU is read from cumulative counters: a window's CPU is the difference of the
-counter read exactly at the window's start and end, divided by its length
-(never an average of percentages). Memory is sampled as a time series; a
-window reports its mean and peak. The sampler measures its own CPU time so
-the harness's overhead is a recorded figure.
+Every sample holds cumulative counters (the server's CPU seconds, its CFS
+throttling counters, busy and steal seconds of the server's and of the load
+tool's CPUs, the load tool's own CPU seconds) and the server's memory at that
+moment. A window's figure is the difference of a counter at the window's two
+edges, divided by its length: never an average of percentages. The edges are
+usually the load tool's send window, which the tool reports after the fact;
+the counter at an edge is interpolated linearly between the two samples
+around it (10 Hz: at most 100 ms apart; exact marks are also taken just
+before the tool starts and just after it ends). The sampler measures its own
+CPU time so the harness's overhead is a recorded figure.
 """
 from __future__ import annotations
 
+import bisect
 import statistics
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
+
+# Names of the cumulative counters.
+SERVER_CPU = "server_cpu"       # the server's CPU seconds (cgroup or process tree)
+THR_PERIODS = "thr_periods"     # CFS periods with the server runnable
+THR_THROTTLED = "thr_throttled" # of those, periods in which the quota ran out
+THR_S = "thr_s"                 # seconds the server's runnable threads were held back
+CLIENT_BUSY = "client_busy"     # busy seconds of the load tool's CPUs (anyone's work)
+SERVER_BUSY = "server_busy"     # busy seconds of the server's CPUs (anyone's work)
+STEAL = "steal"                 # steal seconds of all CPUs of the layout
+TOOL = "tool"                   # the load tool's own CPU seconds (while it runs)
 
 
 @dataclass(frozen=True)
 class Sample:
-    t: float          # monotonic seconds
-    cpu_s: float      # cumulative CPU seconds of the server
-    mem_bytes: int
+    t: float                          # monotonic seconds
+    counters: dict = field(default_factory=dict)
+    mem_bytes: int | None = None
+
+    @property
+    def cpu_s(self) -> float | None:
+        return self.counters.get(SERVER_CPU)
 
 
-@dataclass(frozen=True)
-class Mark:
-    t: float
-    cpu_s: float
-
-
-def cpu_cores(a: Mark, b: Mark) -> float:
+def cpu_cores(a: Sample, b: Sample, key: str = SERVER_CPU) -> float | None:
     """Average cores used between two exact counter readings."""
     dt = b.t - a.t
     if dt <= 0:
         raise ValueError("window of zero or negative length")
-    return max(0.0, b.cpu_s - a.cpu_s) / dt
+    if a.counters.get(key) is None or b.counters.get(key) is None:
+        return None
+    return max(0.0, b.counters[key] - a.counters[key]) / dt
+
+
+def value_at(samples: list[Sample], key: str, t: float) -> float | None:
+    """A cumulative counter at time t, interpolated linearly between the
+    samples on either side (None when t is not bracketed by samples having it)."""
+    pts = [(s.t, s.counters[key]) for s in samples if s.counters.get(key) is not None]
+    if not pts:
+        return None
+    times = [p[0] for p in pts]
+    i = bisect.bisect_left(times, t)
+    if i < len(pts) and times[i] == t:
+        return pts[i][1]
+    if i == 0 or i == len(pts):
+        return None
+    (t0, v0), (t1, v1) = pts[i - 1], pts[i]
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+
+
+def delta(samples: list[Sample], key: str, t0: float, t1: float) -> float | None:
+    a, b = value_at(samples, key, t0), value_at(samples, key, t1)
+    if a is None or b is None:
+        return None
+    return max(0.0, b - a)
 
 
 def window(samples: list[Sample], t0: float, t1: float) -> list[Sample]:
@@ -42,19 +81,20 @@ def window(samples: list[Sample], t0: float, t1: float) -> list[Sample]:
 
 def memory_stats(samples: list[Sample]) -> dict:
     """Mean and peak memory in MB over the given samples (None when there are none)."""
-    if not samples:
+    mem = [s.mem_bytes / 1e6 for s in samples if s.mem_bytes is not None]
+    if not mem:
         return {"mean_mb": None, "peak_mb": None, "n": 0}
-    mem = [s.mem_bytes / 1e6 for s in samples]
     return {"mean_mb": statistics.fmean(mem), "peak_mb": max(mem), "n": len(mem)}
 
 
-def cpu_series(samples: list[Sample]) -> list[tuple[float, float]]:
+def cpu_series(samples: list[Sample], key: str = SERVER_CPU) -> list[tuple[float, float]]:
     """(time, cores) for each interval between consecutive samples."""
+    pts = [s for s in samples if s.counters.get(key) is not None]
     out = []
-    for a, b in zip(samples, samples[1:]):
+    for a, b in zip(pts, pts[1:]):
         dt = b.t - a.t
-        if dt > 0:
-            out.append((b.t, max(0.0, b.cpu_s - a.cpu_s) / dt))
+        if dt > 0.02:          # a mark right beside a sample is no interval of its own
+            out.append((b.t, max(0.0, b.counters[key] - a.counters[key]) / dt))
     return out
 
 
@@ -66,14 +106,29 @@ def timeseries(samples: list[Sample], t0: float, max_points: int = 600) -> dict:
     mem_by_t = {s.t: s.mem_bytes for s in samples}
     return {"t_s": [round(t - t0, 3) for t, _ in pts],
             "cpu_cores": [round(c, 4) for _, c in pts],
-            "rss_mb": [round(mem_by_t[t] / 1e6, 3) for t, _ in pts]}
+            "rss_mb": [round(mem_by_t[t] / 1e6, 3) if mem_by_t.get(t) is not None else None for t, _ in pts]}
+
+
+def counters_of(handle) -> Callable[[], dict]:
+    """The simplest counters source: a handle's cumulative CPU alone (a
+    service beside the server, a test); a reading that fails is left out."""
+    def read() -> dict:
+        try:
+            return {SERVER_CPU: handle.cpu_seconds()}
+        except (OSError, ValueError):
+            return {}
+    return read
 
 
 class Sampler:
-    """Samples one server at a fixed rate in a background thread."""
+    """Samples one server and the CPUs around it at a fixed rate in a background thread.
 
-    def __init__(self, cpu_fn: Callable[[], float], mem_fn: Callable[[], int], hz: float):
-        self.cpu_fn, self.mem_fn = cpu_fn, mem_fn
+    `counters_fn` returns the cumulative counters (it may leave out any it
+    cannot read at that moment); `mem_fn` the server's memory in bytes.
+    """
+
+    def __init__(self, counters_fn: Callable[[], dict], mem_fn: Callable[[], int], hz: float):
+        self.counters_fn, self.mem_fn = counters_fn, mem_fn
         self.interval = 1.0 / hz
         self.samples: list[Sample] = []
         self.errors = 0
@@ -83,26 +138,37 @@ class Sampler:
         self._thread = threading.Thread(target=self._loop, name="langbench-sampler", daemon=True)
         self._lock = threading.Lock()
 
-    def mark(self) -> Mark:
-        """Read the CPU counter now (exact window boundary)."""
+    def _read(self, with_memory: bool) -> Sample:
         t = time.monotonic()
-        return Mark(t, self.cpu_fn())
-
-    def _take(self) -> None:
-        t = time.monotonic()
-        try:
-            s = Sample(t, self.cpu_fn(), self.mem_fn())
-        except (OSError, ValueError):
+        counters = self.counters_fn()
+        mem = None
+        if with_memory:
+            try:
+                mem = self.mem_fn()
+            except (OSError, ValueError):
+                self.errors += 1
+        if SERVER_CPU not in counters:
             self.errors += 1
-            return
+        return Sample(t, counters, mem)
+
+    def _insert(self, s: Sample) -> None:
         with self._lock:
-            self.samples.append(s)
+            if not self.samples or self.samples[-1].t <= s.t:
+                self.samples.append(s)
+            else:
+                bisect.insort(self.samples, s, key=lambda x: x.t)
+
+    def mark(self) -> Sample:
+        """Read every counter now (an exact window edge); it joins the series."""
+        s = self._read(with_memory=False)
+        self._insert(s)
+        return s
 
     def _loop(self) -> None:
         c0, w0 = time.thread_time(), time.monotonic()
         next_t = w0
         while not self._stop.is_set():
-            self._take()
+            self._insert(self._read(with_memory=True))
             next_t += self.interval
             delay = next_t - time.monotonic()
             if delay < 0:            # fell behind: skip, do not burst

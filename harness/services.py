@@ -135,7 +135,7 @@ class ServiceManager:
         except ServerError as exc:
             h.stop(grace_s=5.0)
             raise ServerError(f"service {name}: {exc}") from None
-        rs.sampler = sampling.Sampler(h.cpu_seconds, h.memory_bytes, self.sample_hz).start()
+        rs.sampler = sampling.Sampler(sampling.counters_of(h), h.memory_bytes, self.sample_hz).start()
         self.progress(f"{self.scenario.name}: service {name} ready in {rs.startup_s:.1f} s")
         return rs.startup_s
 
@@ -163,20 +163,25 @@ class ServiceManager:
                 pass
 
     # ---------------------------------------------------------------- measuring
-    def marks(self) -> dict[str, sampling.Mark]:
+    def marks(self) -> dict[str, sampling.Sample]:
         return {name: rs.sampler.mark() for name, rs in self.running.items()
                 if rs.sampler is not None and rs.handle is not None}
 
-    def window(self, a: dict[str, sampling.Mark], b: dict[str, sampling.Mark]) -> dict[str, dict]:
-        """CPU and memory of each service between two sets of marks."""
+    def window(self, a: dict[str, sampling.Sample], b: dict[str, sampling.Sample],
+               t0: float | None = None, t1: float | None = None) -> dict[str, dict]:
+        """CPU and memory of each service between two sets of marks, or over
+        [t0, t1] inside them (a load tool's send window)."""
         out = {}
         for name, ma in a.items():
             mb = b.get(name)
             rs = self.running[name]
             if mb is None or rs.sampler is None:
                 continue
-            mem = sampling.memory_stats(sampling.window(rs.sampler.snapshot(), ma.t, mb.t))
-            out[name] = {"cpu_cores": sampling.cpu_cores(ma, mb), "cpu_s": mb.cpu_s - ma.cpu_s,
+            lo, hi = (t0, t1) if t0 is not None and t1 is not None else (ma.t, mb.t)
+            samples = rs.sampler.snapshot()
+            cpu = sampling.delta(samples, sampling.SERVER_CPU, lo, hi)
+            mem = sampling.memory_stats(sampling.window(samples, lo, hi))
+            out[name] = {"cpu_cores": cpu / (hi - lo) if cpu is not None and hi > lo else None, "cpu_s": cpu,
                          "rss_mb": mem["mean_mb"], "rss_peak_mb": mem["peak_mb"]}
         return out
 

@@ -233,7 +233,8 @@ def test_container_pinned_capped_unprivileged_labelled_and_removed(busy, rt, dcl
         attrs = dclient.api.inspect_container(h.container.id)
         hc = attrs["HostConfig"]
         assert hc["CpusetCpus"] == "1"
-        assert hc["NanoCpus"] == 500_000_000
+        # the quota over the profile's short period (nano_cpus would mean 100 ms periods)
+        assert (hc["CpuPeriod"], hc["CpuQuota"], hc["NanoCpus"]) == (10_000, 5_000, 0)
         assert hc["NetworkMode"] == "host"
         assert hc["Privileged"] is False
         assert "ALL" in hc["CapDrop"]
@@ -245,7 +246,7 @@ def test_container_pinned_capped_unprivileged_labelled_and_removed(busy, rt, dcl
         assert h.cgroup is not None, "cgroup files of the container not found"
         assert h.describe()["cpu_accounting"].startswith("cgroup file")
         time.sleep(0.5)
-        smp = sampling.Sampler(h.cpu_seconds, h.memory_bytes, 20).start()
+        smp = sampling.Sampler(sampling.counters_of(h), h.memory_bytes, 20).start()
         a = smp.mark()
         time.sleep(2.0)
         b = smp.mark()
@@ -255,6 +256,9 @@ def test_container_pinned_capped_unprivileged_labelled_and_removed(busy, rt, dcl
         assert 0.15 <= cores <= 0.56, cores
         mem = sampling.memory_stats(smp.snapshot())
         assert mem["n"] >= 20 and mem["mean_mb"] > 1
+        assert h.quota_applied() == (0.5, 10_000)           # read back from the container's cgroup
+        thr = h.throttling()
+        assert thr["nr_periods"] >= 100 and thr["nr_throttled"] >= 0.5 * thr["nr_periods"], thr
         assert h.alive() and h.exit_code() is None
     finally:
         res = h.stop(grace_s=5)
@@ -368,7 +372,7 @@ def _agreement(h, container, seconds: float = 8.0) -> dict:
         return container.stats(stream=False, one_shot=True)
 
     offset = time.time() - time.monotonic()          # wall clock -> monotonic
-    smp = sampling.Sampler(h.cpu_seconds, h.memory_bytes, 20).start()
+    smp = sampling.Sampler(sampling.counters_of(h), h.memory_bytes, 20).start()
     time.sleep(0.3)
     s0 = one_shot()
     readings, mem_pairs = [], []

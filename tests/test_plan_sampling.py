@@ -36,16 +36,29 @@ def test_cpu_layout_is_disjoint():
         cpu_layout([0])
 
 
+def _s(t, cpu, mem=None, **more):
+    return sampling.Sample(t, {sampling.SERVER_CPU: cpu, **more}, mem)
+
+
 def test_cpu_cores_from_counter_deltas():
-    a, b = sampling.Mark(10.0, 3.0), sampling.Mark(12.0, 4.0)
+    a, b = _s(10.0, 3.0), _s(12.0, 4.0)
     assert sampling.cpu_cores(a, b) == pytest.approx(0.5)
-    assert sampling.cpu_cores(a, sampling.Mark(14.0, 2.0)) == 0.0  # counter never goes backwards
+    assert sampling.cpu_cores(a, _s(14.0, 2.0)) == 0.0  # counter never goes backwards
     with pytest.raises(ValueError):
         sampling.cpu_cores(a, a)
+    assert sampling.cpu_cores(a, sampling.Sample(12.0, {})) is None   # a missing reading is no figure
+
+
+def test_counter_interpolated_at_window_edges():
+    # cumulative CPU grows 0.5 s per s from t=0 to t=10, sampled every 0.1 s
+    s = [_s(i / 10, 0.05 * i) for i in range(101)]
+    assert sampling.value_at(s, sampling.SERVER_CPU, 2.345) == pytest.approx(1.1725)
+    assert sampling.delta(s, sampling.SERVER_CPU, 1.23, 8.77) == pytest.approx(0.5 * 7.54)
+    assert sampling.value_at(s, sampling.SERVER_CPU, 11.0) is None     # outside the samples: unknown
 
 
 def test_memory_and_series():
-    s = [sampling.Sample(t, t * 0.25, int(1e6 * (10 + t))) for t in range(6)]
+    s = [_s(t, t * 0.25, int(1e6 * (10 + t))) for t in range(6)]
     w = sampling.window(s, 1, 4)
     assert [x.t for x in w] == [1, 2, 3, 4]
     m = sampling.memory_stats(w)
@@ -60,16 +73,49 @@ def test_memory_and_series():
 def test_sampler_collects_at_its_rate_and_measures_itself():
     counter = {"cpu": 0.0}
 
-    def cpu():
+    def counters():
         counter["cpu"] += 0.01
-        return counter["cpu"]
+        return {sampling.SERVER_CPU: counter["cpu"]}
 
-    s = sampling.Sampler(cpu, lambda: 5_000_000, hz=50).start()
+    s = sampling.Sampler(counters, lambda: 5_000_000, hz=50).start()
     a = s.mark()
     time.sleep(0.5)
     b = s.mark()
     s.stop()
-    n = len(sampling.window(s.snapshot(), a.t, b.t))
-    assert 15 <= n <= 30, n
+    snap = s.snapshot()
+    assert [x.t for x in snap] == sorted(x.t for x in snap)     # marks join the series in order
+    n = len(sampling.window(snap, a.t, b.t))
+    assert 15 <= n <= 32, n
     assert s.wall_s > 0.4 and s.own_cpu_s >= 0.0
     assert s.overhead_cores() is not None and s.overhead_cores() < 0.5
+
+
+def test_window_analysis_client_bound_noise_and_throttling():
+    from harness.probe import analyse
+    S = sampling
+    # 10 s: server used 0.5 core; its CPU was busy 0.62 core (0.12 foreign);
+    # the client CPU busy 0.95 (tool 0.7 + harness/broker 0.25); quota throttled 400 of 1000 periods.
+    a = S.Sample(0.0, {S.SERVER_CPU: 0, S.SERVER_BUSY: 0, S.CLIENT_BUSY: 0, S.STEAL: 0, S.TOOL: 0,
+                       S.THR_PERIODS: 0, S.THR_THROTTLED: 0, S.THR_S: 0})
+    b = S.Sample(10.0, {S.SERVER_CPU: 5.0, S.SERVER_BUSY: 6.2, S.CLIENT_BUSY: 9.5, S.STEAL: 0.1, S.TOOL: 7.0,
+                        S.THR_PERIODS: 1000, S.THR_THROTTLED: 400, S.THR_S: 2.0})
+    w = analyse([a, b], 0.0, 10.0, 1, client_bound_share=0.9, noisy_foreign_cores=0.05, noisy_steal_cores=0.05)
+    assert w["cpu_cores"] == pytest.approx(0.5)
+    assert w["client"]["saturated"] and w["client"]["busy_share"] == pytest.approx(0.95)
+    assert w["client"]["tool_cores"] == pytest.approx(0.7)       # the tool alone is not saturated: others are
+    assert w["noise"]["foreign_cores"] == pytest.approx(0.12) and w["noise"]["noisy"]
+    assert w["throttling"]["throttled_share"] == pytest.approx(0.4)
+    assert w["throttling"]["throttled_ms_per_s"] == pytest.approx(200.0)
+    calm = S.Sample(10.0, {**b.counters, S.SERVER_BUSY: 5.1, S.CLIENT_BUSY: 6.0, S.STEAL: 0.0})
+    w = analyse([a, calm], 0.0, 10.0, 1, client_bound_share=0.9, noisy_foreign_cores=0.05, noisy_steal_cores=0.05)
+    assert not w["client"]["saturated"] and not w["noise"]["noisy"]
+
+
+def test_proc_stat_parsing():
+    from harness import hostcpu
+    text = ("cpu  100 0 50 1000 5 0 2 7 0 0\n"
+            "cpu0 60 0 30 500 3 0 1 3 0 0\ncpu1 40 0 20 500 2 0 1 4 0 0\nintr 1 2 3\n")
+    per = hostcpu.parse_proc_stat(text)
+    hz = hostcpu.HZ
+    assert per[0].busy_s == pytest.approx(91 / hz) and per[1].steal_s == pytest.approx(4 / hz)
+    assert hostcpu.CpuSet([0, 1]).read(per) == (pytest.approx(152 / hz), pytest.approx(7 / hz))

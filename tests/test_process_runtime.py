@@ -47,7 +47,7 @@ def test_pinned_capped_measured_and_stopped(mini_root, tmp_path):
         assert len(pids) == 2
         for pid in pids:
             assert psutil.Process(pid).cpu_affinity() == [1]
-        s = sampling.Sampler(h.cpu_seconds, h.memory_bytes, 20).start()
+        s = sampling.Sampler(sampling.counters_of(h), h.memory_bytes, 20).start()
         a = s.mark()
         time.sleep(2.0)
         b = s.mark()
@@ -58,6 +58,12 @@ def test_pinned_capped_measured_and_stopped(mini_root, tmp_path):
         # machine may leave them less, so only the cap is asserted)
         assert 0.02 < cores <= (0.6 if h.cgroup is not None else 1.1), cores
         assert h.memory_bytes() > 1_000_000
+        # the quota in force, read back from the kernel, over the short period
+        assert h.quota_applied() == (0.5, 10_000)
+        thr = h.throttling()
+        # two spinning processes against half a core: throttled in most 10 ms periods
+        assert thr["nr_periods"] >= 100 and thr["nr_throttled"] >= 0.5 * thr["nr_periods"], thr
+        assert thr["throttled_s"] > 0.5, thr
     finally:
         res = h.stop(grace_s=2.0)
     assert res.exit_code == 0 and not res.killed
@@ -108,14 +114,52 @@ time.sleep(60)
         assert not any(c.cpu_dir.name == spec.key for c in cgroups.leftovers())
 
 
-@pytest.mark.skipif(cgroups.detect() is None, reason="no cgroup hierarchy on this machine")
 def test_cgroup_lifecycle():
-    cg = cgroups.create("lbtest-lifecycle", 0.25)
+    assert cgroups.detect() is not None, "the process runtime needs a writable cgroup hierarchy here"
+    cg = cgroups.create("lbtest-lifecycle", 0.25, period_us=8_000)
     assert cg is not None
     try:
         if cg.version == 1:
-            assert (cg.cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "25000"
+            assert (cg.cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "2000"
+            assert (cg.cpu_dir / "cpu.cfs_period_us").read_text().strip() == "8000"
+        assert cg.quota() == (0.25, 8_000)
         assert cg.cpu_seconds() >= 0
+        assert cg.throttling() == {"nr_periods": 0, "nr_throttled": 0, "throttled_s": 0.0}
     finally:
         cg.remove()
     assert not cg.cpu_dir.exists()
+
+
+def test_a_quota_that_cannot_be_applied_is_an_error(mini_root, tmp_path, monkeypatch):
+    """No writable cgroup: exit 2 with one line, unless the user opted out."""
+    from harness.errors import QuotaError
+    monkeypatch.setenv("LANGBENCH_NO_CGROUP", "1")
+    rt = get_runtime("process")
+    with pytest.raises(QuotaError, match="--allow-uncapped"):
+        rt.check_quota(0.5, 10_000)
+    with pytest.raises(QuotaError):
+        rt.start(spec_for(mini_root, tmp_path))
+    assert rt.check_quota(None, 10_000)["cpu_quota_applied"] is None       # no quota asked: nothing to apply
+    rt = get_runtime("process", allow_uncapped=True)
+    assert rt.check_quota(0.5, 10_000)["cpu_quota_applied"] is None
+    h = rt.start(spec_for(mini_root, tmp_path))
+    try:
+        assert h.quota_applied() == (None, 0) and h.describe()["cpu_quota_applied"] is False
+    finally:
+        h.stop(grace_s=2.0)
+
+
+def test_memory_is_pss_summed_over_the_tree(mini_root, tmp_path):
+    """A parent and a forked child share their pages: PSS counts them once in
+    all, RSS once per process."""
+    h = get_runtime("process").start(spec_for(mini_root, tmp_path))
+    try:
+        time.sleep(0.5)
+        procs = [psutil.Process(pid) for pid in h.pids()]
+        assert len(procs) == 2
+        rss = sum(p.memory_info().rss for p in procs)
+        pss = h.memory_bytes()
+        assert pss == pytest.approx(sum(p.memory_full_info().pss for p in procs), rel=0.05)
+        assert pss < 0.9 * rss, (pss, rss)
+    finally:
+        h.stop(grace_s=2.0)

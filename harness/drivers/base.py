@@ -41,11 +41,13 @@ class ToolRun:
 
 
 def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | None = None,
-               env: dict[str, str] | None = None) -> ToolRun:
+               env: dict[str, str] | None = None, on_start=None) -> ToolRun:
     """Run a tool pinned to `cpus`, return its output and its own CPU time.
 
-    The CPU time comes from wait4's rusage of that very child, so it is exact
-    and excludes the harness.
+    The CPU time comes from wait4's rusage of that very child (its whole life,
+    start-up and drain included). `on_start(pid)` is called once it runs and
+    `on_start(None)` once it has exited, so that a sampler can read the
+    tool's CPU over its send window alone.
     """
     def pin() -> None:
         os.sched_setaffinity(0, cpus)
@@ -64,6 +66,8 @@ def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | N
                threading.Thread(target=drain, args=("err", proc.stderr), daemon=True)]
     for r in readers:
         r.start()
+    if on_start is not None:
+        on_start(proc.pid)
     deadline = t0 + timeout_s
     status = rusage = None
     timed_out = False
@@ -85,6 +89,9 @@ def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | N
         except (ProcessLookupError, ChildProcessError):
             pass
         raise
+    finally:
+        if on_start is not None:
+            on_start(None)
     wall = time.monotonic() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     for r in readers:
@@ -115,23 +122,25 @@ def latency_summary(latencies_ms: list[float]) -> dict:
     return out
 
 
-def correct_coordinated_omission(starts_s: list[float], latencies_s: list[float], rate: float) -> list[float]:
-    """Latencies measured from each request's *intended* start at a fixed rate.
+def correct_coordinated_omission(begins_s: list[float], ends_s: list[float], rate: float) -> list[float]:
+    """Latencies measured from each call's *intended* start at a fixed rate.
 
     A closed set of workers that falls behind a fixed schedule sends late, and
-    the late part never shows in its own latency. Request i of an open-loop
-    run at `rate` was due at t_first + i / rate; its corrected latency is its
-    completion time minus that. Never smaller than the measured latency.
+    the late part never shows in its own latency. The schedule is numbered
+    over every call the tool made (errors and calls cut off at the end too,
+    since each took a slot of the schedule), in the order they began: call i
+    was due at t_first + i / rate, and its corrected latency is the time it
+    ended minus that. Never smaller than the measured latency (end - begin).
+    Both lists are absolute times in seconds, one entry per call.
     """
-    if not starts_s:
+    if not begins_s:
         return []
-    order = sorted(range(len(starts_s)), key=starts_s.__getitem__)
-    t_first = starts_s[order[0]]
-    out = [0.0] * len(starts_s)
+    order = sorted(range(len(begins_s)), key=begins_s.__getitem__)
+    t_first = begins_s[order[0]]
+    out = [0.0] * len(begins_s)
     for i, idx in enumerate(order):
         intended = t_first + i / rate
-        done = starts_s[idx] + latencies_s[idx]
-        out[idx] = max(latencies_s[idx], done - intended)
+        out[idx] = max(ends_s[idx] - begins_s[idx], ends_s[idx] - intended)
     return out
 
 
@@ -151,12 +160,17 @@ class LoadResult:
     latency_uncorrected_ms: dict | None = None
     status_codes: dict = field(default_factory=dict)
     error_kinds: dict = field(default_factory=dict)
-    tool_cpu_s: float = 0.0
-    tool_cpu_cores: float = 0.0
+    tool_cpu_s: float = 0.0         # the tool's CPU over its whole life (rusage), start-up and drain included
+    tool_cpu_cores: float = 0.0     # tool_cpu_s / wall_s; the runner replaces it with the send-window figure
     tool_cpus: list[int] = field(default_factory=list)
-    client_bound: bool = False
+    client_bound: bool = False      # set by the runner from the client CPUs' busy share over the send window
     cut_off: int = 0                # calls in flight when a timed run ended (not errors)
     raw_file: str | None = None
+    send_t0: float | None = None    # monotonic seconds: the first call began
+    send_t1: float | None = None    # monotonic seconds: the last answer arrived
+    late: int = 0                   # answers that came after the tool's timeout (wrk: not in its histogram)
+    status_check: str | None = None # why the answers' mix of statuses is wrong (None: fine or not checked)
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -170,11 +184,13 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     def run(self, *, target: str, scenario: Scenario, workload: Workload, level: Level,
-            duration_s: float, cpus: list[int], raw_path: Path | None,
-            client_bound_threshold: float) -> LoadResult: ...
+            duration_s: float, cpus: list[int], raw_path: Path | None, on_start=None) -> LoadResult:
+        """Drive one level. `on_start` is given the tool's pid when it runs (and
+        None when it has exited). The result's send window (send_t0, send_t1)
+        is in time.monotonic() seconds."""
 
     def complete(self, result: LoadResult, run: ToolRun, cpus: list[int], duration_s: float,
-                 raw_file: str | None, threshold: float) -> LoadResult:
+                 raw_file: str | None, workload: Workload) -> LoadResult:
         """Add what every driver records: tool version, exact command, the
         tool's own CPU, and the client-bound flag."""
         result.tool_version = self.version()
@@ -184,6 +200,31 @@ class Driver(abc.ABC):
         result.tool_cpu_s = run.cpu_s
         result.tool_cpus = list(cpus)
         result.raw_file = raw_file
-        result.tool_cpu_cores = result.tool_cpu_s / result.wall_s if result.wall_s > 0 else 0.0
-        result.client_bound = result.tool_cpu_cores >= threshold * max(1, len(result.tool_cpus))
+        result.tool_cpu_cores = result.tool_cpu_s / run.wall_s if run.wall_s > 0 else 0.0
+        result.status_check = check_status_ratio(result, workload.params)
         return result
+
+    def overhead_s(self, workload: Workload) -> float:
+        """Seconds of each run that send nothing (a drain); a warm-up window adds them."""
+        return 0.0
+
+
+def check_status_ratio(result: LoadResult, params: dict) -> str | None:
+    """The mix of answers a workload expects, e.g. `status_ratio = {OK = 200,
+    NotFound = 10}` for a data file of 200 known and 10 unknown titles sent
+    round-robin: over N answers the count of each status may differ from
+    N * share by at most one round of the data (the sum of the weights) plus
+    the calls that got no answer or an error (each may have been any item)."""
+    ratio = params.get("status_ratio")
+    if not ratio:
+        return None
+    total_w = sum(ratio.values())
+    answered = sum(result.status_codes.get(k, 0) for k in ratio)
+    slack = total_w + result.errors + result.cut_off
+    for status, w in ratio.items():
+        expected = answered * w / total_w
+        got = result.status_codes.get(status, 0)
+        if abs(got - expected) > slack:
+            return (f"{got} answers {status}, expected {expected:.0f} +- {slack} "
+                    f"({w} in {total_w} of the workload's data)")
+    return None

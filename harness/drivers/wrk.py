@@ -25,6 +25,7 @@ from ..errors import InputError, ToolError
 from .base import Driver, LoadResult, find_tool, run_pinned
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
+TIMEOUT_S = 10
 
 
 class Wrk(Driver):
@@ -48,16 +49,19 @@ class Wrk(Driver):
         fire = max(0.5, duration_s - drain)
         threads = max(1, min(len(cpus), level.value))
         argv = [find_tool("wrk"), "-t", str(threads), "-c", str(level.value), "-d", f"{fire + drain:g}s",
-                "--timeout", "10s", "-s", str(scenario.dir / p["script"]),
+                "--timeout", f"{TIMEOUT_S}s", "-s", str(scenario.dir / p["script"]),
                 f"http://{target}{p.get('path', '/')}", "--", nonce, f"{fire:g}"]
         return argv, fire
 
-    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path,
-            client_bound_threshold) -> LoadResult:
+    def overhead_s(self, workload) -> float:
+        return float(workload.params.get("drain_s", 2.0))
+
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None) -> LoadResult:
         nonce = uuid.uuid4().hex[:12]
         argv, fire = self.command(target=target, scenario=scenario, workload=workload, level=level,
                                   duration_s=duration_s, cpus=cpus, nonce=nonce)
-        run = run_pinned(argv, cpus, timeout_s=duration_s + 60, env={"LUA_PATH": f"{LUA_DIR}/?.lua;;"})
+        run = run_pinned(argv, cpus, timeout_s=duration_s + 60, env={"LUA_PATH": f"{LUA_DIR}/?.lua;;"},
+                         on_start=on_start)
         lines = [ln for ln in run.stdout.strip().splitlines() if ln.startswith("{")]
         if run.returncode != 0 or not lines:
             raise ToolError(f"wrk exited with code {run.returncode}: "
@@ -69,22 +73,34 @@ class Wrk(Driver):
         if raw_path is not None:
             raw_path.write_text(json.dumps({"command": argv, "stdout": run.stdout, "summary": report}, indent=1))
         return self.complete(self.parse(report, workload, level, fire), run, cpus, duration_s,
-                             str(raw_path) if raw_path is not None else None, client_bound_threshold)
+                             str(raw_path) if raw_path is not None else None, workload)
 
     @staticmethod
     def parse(report: dict, workload, level, fire_s: float) -> LoadResult:
+        """The Lua module's summary -> a LoadResult.
+
+        wrk counts a request as a timeout when its answer comes after
+        --timeout (and, every 2 s, again while it is still pending) but still
+        completes it and calls response() with its status; so a late 200 is
+        an answer, counted once as ok, and the timeout counter is kept apart
+        as `late` (those answers are missing from wrk's latency histogram,
+        which stops at the timeout). Errors are answers with another status
+        plus connect, read and write errors.
+        """
         ok_status = {str(s) for s in workload.params.get("ok_status", ["200"])}
         codes = {str(k): int(v) for k, v in (report.get("status_counts") or {}).items()}
         answered = int(report.get("requests", 0))
         ok_count = sum(v for k, v in codes.items() if k in ok_status)
         errs = report.get("errors") or {}
-        socket_errors = sum(int(errs.get(k, 0)) for k in ("connect", "read", "write", "timeout"))
+        socket_errors = sum(int(errs.get(k, 0)) for k in ("connect", "read", "write"))
         window = float(report.get("window_s") or 0) or fire_s
         lat = report.get("latency_us") or {}
         latency = {k: (float(lat[k]) / 1000 if k in lat and ok_count else None)
                    for k in ("p50", "p90", "p99", "p999", "max", "mean")}
         kinds = {f"HTTP {k}": v for k, v in codes.items() if k not in ok_status}
-        kinds.update({f"socket {k}": int(v) for k, v in errs.items() if k != "status" and int(v)})
+        kinds.update({f"socket {k}": int(errs.get(k, 0)) for k in ("connect", "read", "write") if int(errs.get(k, 0))})
+        late = int(errs.get("timeout", 0))
+        t0, t1 = float(report.get("t0") or 0), float(report.get("t1") or 0)
         return LoadResult(
             tool="wrk", tool_version="", command=[], level=level.to_json(), duration_s=0.0, wall_s=window,
             count=answered, ok_count=ok_count, errors=answered - ok_count + socket_errors,
@@ -92,6 +108,9 @@ class Wrk(Driver):
             # wrk calls request() once before the run to check the script (thread 0),
             # so `sent` counts one request that never went out.
             error_kinds=kinds, cut_off=max(0, int(report.get("sent", answered + 1)) - 1 - answered),
+            send_t0=t0 if t1 > t0 > 0 else None, send_t1=t1 if t1 > t0 > 0 else None, late=late,
+            notes=[f"{late} wrk timeout count(s): answers after {TIMEOUT_S} s are not in the latency "
+                   f"percentiles"] if late else [],
         )
 
 

@@ -24,6 +24,7 @@ class LaunchSpec:
     labels: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None       # working directory (default: the implementation's folder)
     mounts: dict[str, str] = field(default_factory=dict)   # containers: host path -> "rw"|"ro", same path inside
+    cfs_period_us: int = 10_000   # the CFS period the quota is granted over (µs)
 
 
 @dataclass
@@ -52,6 +53,16 @@ class ServerHandle(abc.ABC):
     @abc.abstractmethod
     def memory_bytes(self) -> int:
         """Memory now: resident set (process) or usage minus inactive file (container)."""
+
+    def throttling(self) -> dict | None:
+        """Cumulative CFS counters of the server's cgroup: nr_periods,
+        nr_throttled, throttled_s (None where there is no cgroup to read)."""
+        return None
+
+    def quota_applied(self) -> tuple[float | None, int] | None:
+        """The quota in force, read back from the kernel: (cores or None for no
+        cap, period in µs); None when it cannot be read."""
+        return None
 
     @abc.abstractmethod
     def stop(self, grace_s: float = 5.0) -> StopResult:
@@ -82,6 +93,11 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     def start(self, spec: LaunchSpec) -> ServerHandle: ...
+
+    def check_quota(self, quota: float | None, period_us: int) -> dict:
+        """Whether the CPU quota can be applied here; raises QuotaError when it
+        cannot (unless the user allowed running uncapped). Returns what applies."""
+        return {"cpu_quota_applied": quota, "cfs_period_us": period_us}
 
     @abc.abstractmethod
     def cleanup_leftovers(self, current_run: str | None = None) -> list[str]:

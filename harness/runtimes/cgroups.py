@@ -11,7 +11,30 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PARENT = "langbench"
-PERIOD_US = 100_000
+DEFAULT_PERIOD_US = 10_000
+
+
+def read_throttling(stat_file: Path, version: int) -> dict:
+    """CFS bandwidth counters of a cgroup: periods, throttled periods, throttled
+    seconds (v1 cpu.stat throttled_time in ns, v2 throttled_usec)."""
+    st = {}
+    for line in stat_file.read_text().splitlines():
+        k, _, v = line.partition(" ")
+        if v.strip().isdigit():
+            st[k] = int(v)
+    throttled = st["throttled_time"] / 1e9 if version == 1 else st.get("throttled_usec", 0) / 1e6
+    return {"nr_periods": st.get("nr_periods", 0), "nr_throttled": st.get("nr_throttled", 0),
+            "throttled_s": throttled}
+
+
+def read_quota(cpu_dir: Path, version: int) -> tuple[float | None, int]:
+    """The CFS quota in force (cores, None = no cap) and its period in µs, read back from the files."""
+    if version == 2:
+        quota, period = (cpu_dir / "cpu.max").read_text().split()
+        return (None if quota == "max" else int(quota) / int(period)), int(period)
+    quota = int((cpu_dir / "cpu.cfs_quota_us").read_text())
+    period = int((cpu_dir / "cpu.cfs_period_us").read_text())
+    return (None if quota < 0 else quota / period), period
 
 
 @dataclass
@@ -50,8 +73,16 @@ class Cgroup:
             except OSError:
                 pass
 
+    def throttling(self) -> dict:
+        return read_throttling(self.cpu_dir / "cpu.stat", self.version)
+
+    def quota(self) -> tuple[float | None, int]:
+        return read_quota(self.cpu_dir, self.version)
+
     def describe(self) -> dict:
-        return {"cgroup_version": self.version, "cgroup": str(self.cpu_dir)}
+        quota, period = self.quota()
+        return {"cgroup_version": self.version, "cgroup": str(self.cpu_dir),
+                "cpu_quota_applied": quota, "cfs_period_us": period}
 
 
 def _v1_mount(controller: str) -> Path | None:
@@ -79,7 +110,7 @@ def detect() -> tuple[int, dict[str, Path]] | None:
     return None
 
 
-def create(name: str, quota_cores: float | None) -> Cgroup | None:
+def create(name: str, quota_cores: float | None, period_us: int = DEFAULT_PERIOD_US) -> Cgroup | None:
     found = detect()
     if found is None:
         return None
@@ -92,16 +123,19 @@ def create(name: str, quota_cores: float | None) -> Cgroup | None:
             _enable_v2_cpu(parent)
             d = parent / name
             d.mkdir(exist_ok=True)
-            quota = "max" if quota_cores is None else str(int(quota_cores * PERIOD_US))
-            (d / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+            quota = "max" if quota_cores is None else str(int(quota_cores * period_us))
+            (d / "cpu.max").write_text(f"{quota} {period_us}")
             return Cgroup(2, [d], d, d)
         cpu_dir = mounts["cpu"] / PARENT / name
         acct_dir = mounts["cpuacct"] / PARENT / name
         dirs = [cpu_dir] if cpu_dir == acct_dir else [cpu_dir, acct_dir]
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
-        (cpu_dir / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-        quota = -1 if quota_cores is None else int(quota_cores * PERIOD_US)
+        # The quota first goes to -1 so that a shorter period never meets an
+        # old quota larger than it (the kernel refuses quota > period * cpus).
+        (cpu_dir / "cpu.cfs_quota_us").write_text("-1")
+        (cpu_dir / "cpu.cfs_period_us").write_text(str(period_us))
+        quota = -1 if quota_cores is None else int(quota_cores * period_us)
         (cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
         return Cgroup(1, dirs, cpu_dir, acct_dir)
     except OSError:

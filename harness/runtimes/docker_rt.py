@@ -6,8 +6,8 @@
   `langbench/<scenario>-<impl>:<source hash>`; its size as Docker reports it,
   its id and the base it was built on go into the results.
 - Container: the image's own ENTRYPOINT/CMD, on the host network (servers
-  bind HOST=127.0.0.1), pinned with a cpuset, capped with `nano_cpus` (a CFS
-  quota), without privileges (all capabilities dropped, no-new-privileges),
+  bind HOST=127.0.0.1), pinned with a cpuset, capped with a CFS quota over the
+  profile's period (`cpu_period`/`cpu_quota`, read back from the cgroup), without privileges (all capabilities dropped, no-new-privileges),
   labelled `langbench.run=<run id>` and `langbench.impl=<id>`. The scenario's
   folder is mounted read-only at the same absolute path, so scenario env
   values such as `{scenario_dir}/data/notes.json` mean the same file inside.
@@ -36,7 +36,7 @@ from .. import images
 from ..errors import LangbenchError, ServerError, ToolError
 from ..manifest import Implementation, Scenario, Service
 from .base import LaunchSpec, Runtime, ServerHandle, StopResult
-from .cgroups import CGROUP_ROOT, _v1_mount
+from .cgroups import CGROUP_ROOT, _v1_mount, read_quota, read_throttling
 
 RUN_LABEL = "langbench.run"
 IMPL_LABEL = "langbench.impl"
@@ -92,8 +92,9 @@ def parse_stat(text: str) -> dict[str, int]:
 class CgroupFiles:
     """Where a running container's counters are, found from its init process."""
 
-    def __init__(self, version: int, cpu_file: Path, mem_usage: Path, mem_stat: Path):
+    def __init__(self, version: int, cpu_file: Path, mem_usage: Path, mem_stat: Path, cpu_dir: Path | None = None):
         self.version, self.cpu_file, self.mem_usage, self.mem_stat = version, cpu_file, mem_usage, mem_stat
+        self.cpu_dir = cpu_dir          # the cpu controller's folder: quota, period, throttling
 
     @classmethod
     def of_pid(cls, pid: int) -> "CgroupFiles | None":
@@ -111,14 +112,16 @@ class CgroupFiles:
                 paths[ctrl] = path
         if "" in paths and (CGROUP_ROOT / "cgroup.controllers").exists():      # v2
             d = CGROUP_ROOT / paths[""].lstrip("/")
-            found = cls(2, d / "cpu.stat", d / "memory.current", d / "memory.stat")
+            found = cls(2, d / "cpu.stat", d / "memory.current", d / "memory.stat", d)
         else:
             acct, mem = _v1_mount("cpuacct"), _v1_mount("memory")
             if acct is None or mem is None or "cpuacct" not in paths or "memory" not in paths:
                 return None
+            cpu_mount = _v1_mount("cpu")
             found = cls(1, acct / paths["cpuacct"].lstrip("/") / "cpuacct.usage",
                         mem / paths["memory"].lstrip("/") / "memory.usage_in_bytes",
-                        mem / paths["memory"].lstrip("/") / "memory.stat")
+                        mem / paths["memory"].lstrip("/") / "memory.stat",
+                        cpu_mount / paths["cpu"].lstrip("/") if cpu_mount and "cpu" in paths else None)
         try:
             found.cpu_seconds()
             found.memory_bytes()
@@ -138,8 +141,19 @@ class CgroupFiles:
     def memory_bytes(self) -> int:
         return memory_usage(int(self.mem_usage.read_text()), parse_stat(self.mem_stat.read_text()))
 
+    def throttling(self) -> dict | None:
+        if self.cpu_dir is None:
+            return None
+        return read_throttling(self.cpu_dir / "cpu.stat", self.version)
+
+    def quota(self) -> tuple[float | None, int] | None:
+        if self.cpu_dir is None:
+            return None
+        return read_quota(self.cpu_dir, self.version)
+
     def describe(self) -> dict:
         return {"cgroup_version": self.version, "cpu_file": str(self.cpu_file),
+                "cpu_controller": str(self.cpu_dir) if self.cpu_dir else None,
                 "memory_files": [str(self.mem_usage), str(self.mem_stat)]}
 
 
@@ -171,7 +185,11 @@ class DockerHandle(ServerHandle):
             stdin_open=False, tty=False,
         )
         if spec.cpu_quota is not None:
-            kwargs["nano_cpus"] = int(spec.cpu_quota * 1e9)
+            # cpu_period + cpu_quota rather than nano_cpus: nano_cpus always
+            # uses the kernel's default 100 ms period, whose 50 ms stalls would
+            # dominate every tail latency.
+            kwargs["cpu_period"] = int(spec.cfs_period_us)
+            kwargs["cpu_quota"] = int(round(spec.cpu_quota * spec.cfs_period_us))
         if command:
             kwargs["command"] = list(command)
         self._lock = threading.Lock()
@@ -232,19 +250,36 @@ class DockerHandle(ServerHandle):
         return self.container.stats(stream=False, one_shot=True)
 
     def cpu_seconds(self) -> float:
+        """The counter now; OSError when it cannot be read (the container has
+        exited, the daemon did not answer): a missing reading, never a stale one."""
+        if self.cgroup is not None:
+            return self.cgroup.cpu_seconds()
         try:
-            if self.cgroup is not None:
-                v = self.cgroup.cpu_seconds()
-            else:
-                v = (self._stats().get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage", 0) / 1e9
-                if v == 0 and self._last_cpu > 0:
-                    return self._last_cpu   # an exited container answers with zeros
-        except (OSError, ValueError):
-            return self._last_cpu            # the container has exited: its last reading
-        except Exception:  # noqa: BLE001 - stats API errors
-            return self._last_cpu
-        self._last_cpu = max(self._last_cpu, v)
-        return self._last_cpu
+            v = (self._stats().get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage", 0) / 1e9
+        except Exception as exc:  # noqa: BLE001 - stats API errors
+            raise OSError(f"stats API: {exc}") from None
+        if v == 0:
+            raise OSError("stats API answered no CPU usage (the container has exited)")
+        return v
+
+    def throttling(self) -> dict | None:
+        if self.cgroup is not None:
+            return self.cgroup.throttling()
+        try:
+            thr = (self._stats().get("cpu_stats") or {}).get("throttling_data") or {}
+        except Exception as exc:  # noqa: BLE001
+            raise OSError(f"stats API: {exc}") from None
+        return {"nr_periods": thr.get("periods", 0), "nr_throttled": thr.get("throttled_periods", 0),
+                "throttled_s": thr.get("throttled_time", 0) / 1e9}
+
+    def quota_applied(self) -> tuple[float | None, int] | None:
+        if self.cgroup is not None and self.cgroup.cpu_dir is not None:
+            return self.cgroup.quota()
+        hc = self.container.attrs.get("HostConfig") or {}
+        period, quota = hc.get("CpuPeriod") or 0, hc.get("CpuQuota") or 0
+        if period and quota > 0:
+            return quota / period, period
+        return None, period
 
     def memory_bytes(self) -> int:
         if self.cgroup is not None:
@@ -318,8 +353,7 @@ class DockerHandle(ServerHandle):
              "image": self.container.attrs.get("Config", {}).get("Image"),
              "image_id": self.container.attrs.get("Image"), "pid": self.pid,
              "cpus": self.spec.cpus, "cpuset_cpus": ",".join(str(x) for x in self.spec.cpus),
-             "cpu_quota": self.spec.cpu_quota, "cpu_quota_applied": self.spec.cpu_quota is not None,
-             "nano_cpus": int(self.spec.cpu_quota * 1e9) if self.spec.cpu_quota is not None else None,
+             "cpu_quota": self.spec.cpu_quota, "cfs_period_us_requested": self.spec.cfs_period_us,
              "network_mode": "host", "scenario_mount": f"{self.spec.scenario.dir} (read-only, same path)",
              "mounts": {p: f"{m}, same path" for p, m in self.spec.mounts.items()},
              "cpu_accounting": "cgroup file (cumulative usage)" if self.cgroup else "stats API total_usage",
@@ -327,6 +361,12 @@ class DockerHandle(ServerHandle):
                                   + (", cgroup files" if self.cgroup else ", stats API")}
         if self.cgroup is not None:
             d.update(self.cgroup.describe())
+        try:
+            applied = self.quota_applied()
+        except OSError:
+            applied = None
+        if applied is not None:
+            d["cpu_quota_applied"], d["cfs_period_us"] = applied
         return d
 
 
@@ -519,7 +559,7 @@ class DockerRuntime(Runtime):
         d = {"name": self.name,
              "network": "host network; servers bind 127.0.0.1",
              "cpu_pinning": "cpuset_cpus",
-             "cpu_quota_mechanism": "nano_cpus (CFS quota)",
+             "cpu_quota_mechanism": "cpu_period + cpu_quota (CFS quota over the profile's period)",
              "cpu_accounting": "the container cgroup's cumulative usage counter, read from the cgroup file "
                                "(stats API where the file cannot be read)",
              "memory": "usage minus inactive file, as docker stats computes it",

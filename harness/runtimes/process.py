@@ -16,15 +16,20 @@ import time
 import psutil
 
 from . import cgroups
+from ..errors import QuotaError
 from .base import LaunchSpec, Runtime, ServerHandle, StopResult
 
 RUN_ENV = "LANGBENCH_RUN_ID"
 
 
 class ProcessHandle(ServerHandle):
-    def __init__(self, spec: LaunchSpec, use_cgroups: bool):
+    def __init__(self, spec: LaunchSpec, use_cgroups: bool, allow_uncapped: bool = False):
         self.spec = spec
-        self.cgroup = cgroups.create(spec.key, spec.cpu_quota) if use_cgroups else None
+        self.cgroup = cgroups.create(spec.key, spec.cpu_quota, spec.cfs_period_us) if use_cgroups else None
+        if self.cgroup is None and spec.cpu_quota is not None and not allow_uncapped:
+            raise QuotaError(f"the CPU quota of {spec.cpu_quota} cores could not be applied: no writable cgroup "
+                             f"(cpu controller) under {cgroups.CGROUP_ROOT}; run as root, or pass --allow-uncapped "
+                             f"to measure without a quota (recorded in every row)")
         env = dict(os.environ)
         env.update(spec.env)
         env[RUN_ENV] = spec.run_id
@@ -88,13 +93,25 @@ class ProcessHandle(ServerHandle):
         return sum(self._seen.values())
 
     def memory_bytes(self) -> int:
+        """Proportional set size summed over the tree: a page shared by the
+        workers of a multi-process server counts once in all, not once each."""
         total = 0
         for p in self._tree():
             try:
+                total += p.memory_full_info().pss
+            except psutil.AccessDenied:
                 total += p.memory_info().rss
             except psutil.Error:
                 pass
         return total
+
+    def throttling(self) -> dict | None:
+        return self.cgroup.throttling() if self.cgroup is not None else None
+
+    def quota_applied(self) -> tuple[float | None, int] | None:
+        if self.cgroup is not None:
+            return self.cgroup.quota()
+        return (None, 0)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self._tree()]
@@ -142,7 +159,7 @@ class ProcessHandle(ServerHandle):
     def describe(self) -> dict:
         d = {"pid": self.popen.pid, "cpus": self.spec.cpus, "cpu_quota": self.spec.cpu_quota,
              "cpu_accounting": "cgroup" if self.cgroup else "psutil",
-             "memory_accounting": "rss (psutil, whole process tree)"}
+             "memory_accounting": "pss (proportional set size, psutil, summed over the process tree)"}
         if self.cgroup is not None:
             d.update(self.cgroup.describe())
         else:
@@ -153,14 +170,34 @@ class ProcessHandle(ServerHandle):
 class ProcessRuntime(Runtime):
     name = "process"
 
-    def __init__(self, use_cgroups: bool = True):
+    def __init__(self, use_cgroups: bool = True, allow_uncapped: bool = False):
         self.use_cgroups = use_cgroups and os.environ.get("LANGBENCH_NO_CGROUP", "") == ""
+        self.allow_uncapped = allow_uncapped
 
     def available(self) -> tuple[bool, str]:
         return True, "native processes"
 
+    def check_quota(self, quota: float | None, period_us: int) -> dict:
+        """Try the quota on a cgroup of our own before any server starts."""
+        if quota is None:
+            return {"cpu_quota_applied": None, "cfs_period_us": None}
+        cg = cgroups.create(f"lbcheck-{os.getpid()}", quota, period_us) if self.use_cgroups else None
+        if cg is None:
+            if self.allow_uncapped:
+                return {"cpu_quota_applied": None, "cfs_period_us": None,
+                        "note": "--allow-uncapped: no writable cgroup, servers run without a quota"}
+            raise QuotaError(f"the CPU quota of {quota} cores (period {period_us} µs) cannot be applied: no "
+                             f"writable cgroup with the cpu controller under {cgroups.CGROUP_ROOT}"
+                             f"{' (LANGBENCH_NO_CGROUP is set)' if not self.use_cgroups else ''}; run as root, "
+                             f"or pass --allow-uncapped to measure without one")
+        try:
+            applied, period = cg.quota()
+        finally:
+            cg.remove()
+        return {"cpu_quota_applied": applied, "cfs_period_us": period}
+
     def start(self, spec: LaunchSpec) -> ProcessHandle:
-        return ProcessHandle(spec, self.use_cgroups)
+        return ProcessHandle(spec, self.use_cgroups, self.allow_uncapped)
 
     def cleanup_leftovers(self, current_run: str | None = None) -> list[str]:
         removed = []
@@ -196,4 +233,4 @@ class ProcessRuntime(Runtime):
         return {"name": self.name,
                 "cpu_quota_mechanism": f"cgroup v{found[0]} CFS quota" if found else "none (no writable cgroup)",
                 "cpu_accounting": "cgroup cumulative usage" if found else "psutil cpu_times",
-                "memory": "resident set size, summed over the process tree"}
+                "memory": "proportional set size (PSS), summed over the process tree"}

@@ -51,6 +51,6 @@ def test_bench_report_rendering(benchmark, tmp_path):
 
 
 def test_bench_window_arithmetic(benchmark):
-    samples = [sampling.Sample(t * 0.1, t * 0.05, 10_000_000 + t) for t in range(6000)]
+    samples = [sampling.Sample(t * 0.1, {sampling.SERVER_CPU: t * 0.05}, 10_000_000 + t) for t in range(6000)]
     out = benchmark(lambda: sampling.memory_stats(sampling.window(samples, 100.0, 500.0)))
     assert out["n"] == 4001

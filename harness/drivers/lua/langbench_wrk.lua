@@ -9,7 +9,9 @@
 -- number of seconds to send. After that each connection stops sending
 -- (delay()) so that calls in flight finish before wrk's own deadline: no call
 -- is cut off. done() prints one JSON summary line (statuses counted by
--- response(), latency percentiles in microseconds, the send window).
+-- response(), latency percentiles in microseconds, the send window: t0 the
+-- first request sent, t1 the last answer, both CLOCK_MONOTONIC seconds, the
+-- clock Python's time.monotonic() reads).
 -- The harness puts this folder on LUA_PATH.
 local M = {}
 
@@ -73,10 +75,10 @@ function M.install(make_request)
     for k, v in pairs(counts) do table.insert(parts, string.format('"%s":%d', k, v)) end
     local e = summary.errors
     io.write(string.format(
-      '{"requests":%d,"sent":%d,"duration_us":%d,"window_s":%.6f,"bytes":%d,' ..
+      '{"requests":%d,"sent":%d,"duration_us":%d,"window_s":%.6f,"t0":%.6f,"t1":%.6f,"bytes":%d,' ..
       '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
       '"status_counts":{%s},"latency_us":{"p50":%d,"p90":%d,"p99":%d,"p999":%d,"max":%d,"mean":%.1f}}\n',
-      summary.requests, sent, summary.duration, (t0 and t1) and (t1 - t0) or 0, summary.bytes,
+      summary.requests, sent, summary.duration, (t0 and t1) and (t1 - t0) or 0, t0 or 0, t1 or 0, summary.bytes,
       e.connect, e.read, e.write, e.status, e.timeout, table.concat(parts, ","),
       latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
       latency.max, latency.mean))

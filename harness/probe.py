@@ -1,0 +1,100 @@
+"""What is sampled around one running server, and what a window of it means.
+
+`Probe.counters` is the sampler's source: the server's cumulative CPU and
+CFS throttling counters (from its handle), busy and steal time of the
+server's and of the load tool's CPUs (/proc/stat), and, while a load tool
+runs, that tool's own CPU time. `analyse` turns two edges of a window into
+the figures every level records:
+
+- server CPU over the window (cores, CPU seconds);
+- throttling: CFS periods, throttled periods and time (the quota at work);
+- client CPUs: how busy they were whoever used them (load tool, harness,
+  a broker pinned beside the tool) and the tool's own share. The level is
+  client-bound when the client CPUs were saturated: the figure is then the
+  client side's limit, not the server's;
+- noise: busy time on the server's CPUs that the server did not spend
+  (another process, the container engine, interrupts charged to nobody) and
+  steal time; above the profile's thresholds the level is `noisy` and is
+  never ranked.
+"""
+from __future__ import annotations
+
+from . import hostcpu
+from .sampling import (CLIENT_BUSY, SERVER_BUSY, SERVER_CPU, STEAL, THR_PERIODS, THR_S, THR_THROTTLED,
+                       TOOL, Sample, delta)
+
+
+class Probe:
+    def __init__(self, handle, client_cpus: list[int], server_cpus: list[int]):
+        self.handle = handle
+        self.client = hostcpu.CpuSet(client_cpus)
+        self.server = hostcpu.CpuSet(server_cpus)
+        self.tool_pid: int | None = None
+
+    def watch_tool(self, pid: int | None) -> None:
+        self.tool_pid = pid
+
+    def counters(self) -> dict:
+        d: dict = {}
+        try:
+            d[SERVER_CPU] = self.handle.cpu_seconds()
+        except (OSError, ValueError):
+            pass                                   # the sampler counts the missing reading
+        try:
+            thr = self.handle.throttling()
+        except (OSError, ValueError, KeyError):
+            thr = None
+        if thr is not None:
+            d[THR_PERIODS], d[THR_THROTTLED], d[THR_S] = thr["nr_periods"], thr["nr_throttled"], thr["throttled_s"]
+        per = hostcpu.read_cpus()
+        cb, cs = self.client.read(per)
+        sb, ss = self.server.read(per)
+        d[CLIENT_BUSY], d[SERVER_BUSY], d[STEAL] = cb, sb, cs + ss
+        pid = self.tool_pid
+        if pid:
+            try:
+                d[TOOL] = hostcpu.process_cpu_seconds(pid)
+            except (OSError, IndexError, ValueError):
+                pass
+        return d
+
+
+def _div(a, b):
+    return None if a is None or not b else a / b
+
+
+def analyse(samples: list[Sample], t0: float, t1: float, n_client: int, *, client_bound_share: float,
+            noisy_foreign_cores: float, noisy_steal_cores: float) -> dict:
+    """The figures of one window [t0, t1] (monotonic seconds)."""
+    dt = t1 - t0
+    if dt <= 0:
+        raise ValueError("window of zero or negative length")
+
+    def d(key):
+        return delta(samples, key, t0, t1)
+
+    cpu = d(SERVER_CPU)
+    periods, throttled, thr_s = d(THR_PERIODS), d(THR_THROTTLED), d(THR_S)
+    client_busy, server_busy, steal, tool = d(CLIENT_BUSY), d(SERVER_BUSY), d(STEAL), d(TOOL)
+    foreign = None if server_busy is None or cpu is None else max(0.0, server_busy - cpu) / dt
+    busy_share = _div(_div(client_busy, dt), n_client)
+    out = {
+        "window_s": dt, "cpu_s": cpu, "cpu_cores": _div(cpu, dt),
+        "throttling": None if periods is None else {
+            "periods": round(periods), "throttled_periods": round(throttled or 0),
+            "throttled_share": _div(throttled, periods), "throttled_s": thr_s,
+            "throttled_ms_per_s": _div((thr_s or 0) * 1000, dt)},
+        "client": {"busy_cores": _div(client_busy, dt), "busy_share": busy_share,
+                   "tool_cores": _div(tool, dt), "cpus": n_client,
+                   "saturated": busy_share is not None and busy_share >= client_bound_share},
+        "noise": {"foreign_cores": foreign, "steal_cores": _div(steal, dt)},
+    }
+    reasons = []
+    if foreign is not None and foreign > noisy_foreign_cores:
+        reasons.append(f"{foreign:.3f} cores of foreign work on the server CPUs (limit {noisy_foreign_cores})")
+    st = out["noise"]["steal_cores"]
+    if st is not None and st > noisy_steal_cores:
+        reasons.append(f"{st:.3f} cores stolen by the hypervisor (limit {noisy_steal_cores})")
+    out["noise"]["noisy"] = bool(reasons)
+    out["noise"]["reasons"] = reasons
+    return out
