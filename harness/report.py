@@ -173,6 +173,20 @@ def hackday_table(data: dict, scenario: str, srows: list[dict], meta: dict) -> l
     return out
 
 
+def _warmup_text(insts: list[dict]) -> str:
+    """Per workload: median seconds of warm-up over trials, and how many trials reached steady."""
+    by_w: dict[str, list[dict]] = defaultdict(list)
+    for i in insts:
+        for w, rec in (i.get("warmup") or {}).items():
+            by_w[w].append(rec)
+    parts = []
+    for w, recs in by_w.items():
+        secs = stats_median([r.get("seconds") for r in recs])
+        steady = sum(1 for r in recs if r.get("steady"))
+        parts.append(f"{w} {secs:.0f} s ({steady}/{len(recs)} steady)" if secs is not None else w)
+    return "; ".join(parts)
+
+
 def stats_median(xs):
     from .stats import median
     return median([x for x in xs if x is not None])
@@ -217,6 +231,8 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
                 "idle_cpu": stats_median([(i.get("idle") or {}).get("cpu_cores") for i in by_impl.get(iid, [])]),
                 "idle_rss": stats_median([(i.get("idle") or {}).get("rss_mb") for i in by_impl.get(iid, [])]),
                 "tuning": rec.get("tuning") or {}, "run_command": rec.get("run_command"),
+                "warmup": _warmup_text(by_impl.get(iid, [])),
+                "quota": (first.get("quota") or {}),
             })
         workloads = []
         levels_meta = meta.get("levels", [])
@@ -236,6 +252,8 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
                               "max": _cell(r, "max_ms", 2), "cpu": _cell(r, "cpu_cores", 3),
                               "cpu1k": _cell(r, "cpu_s_per_1k", 3), "rpscpu": _cell(r, "rps_per_cpu"),
                               "rss": _cell(r, "rss_mb"), "peak": _cell(r, "rss_peak_mb"),
+                              "thr": _cell(r, "throttled_pct", 0), "client": _cell(r, "client_busy_pct", 0),
+                              "foreign": _cell(r, "foreign_cores", 3),
                               "errors": _cell(r, "errors", 0),
                               "verdicts": [v for v in vindex.get((name, r["implementation"], w["name"], r["level"]), [])
                                            if v["verdict"] in ("regressed", "improved")]})
@@ -273,7 +291,7 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
             "events": data.get("events", []), "overhead": max(overhead) if overhead else None,
             "tools": (data.get("environment") or {}).get("load_tools", {}),
             "baseline": baseline, "verdict_counts": counts, "threshold": threshold,
-            "regressions": [v for v in verdicts or [] if v["verdict"] == "regressed"]}
+            "regressions": [v for v in verdicts or [] if v["verdict"] in ("regressed", "broken", "missing")]}
 
 
 def render(data: dict, baseline: dict | None = None, threshold: float = 0.10) -> str:

@@ -10,7 +10,8 @@ from . import stats
 KEY = ("scenario", "implementation", "workload", "level")
 SUMMARY_METRICS = ["rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "errors", "cpu_cores",
                    "cpu_s_per_1k", "rps_per_cpu", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb",
-                   "startup_ms"]
+                   "startup_ms", "throttled_pct", "throttled_ms_per_s", "client_busy_pct", "foreign_cores",
+                   "steal_cores", "warmup_s"]
 # metric -> higher is better; the metrics compare gives a verdict for
 COMPARED = {"rps": True, "rps_per_cpu": True, "p50_ms": False, "p90_ms": False, "p99_ms": False,
             "cpu_s_per_1k": False, "rss_mb": False}
@@ -30,7 +31,7 @@ def usable(r: dict) -> bool:
 
 def summary_columns() -> list[str]:
     cols = ["scenario", "implementation", "language", "runtime", "workload", "level", "level_kind",
-            "level_value", "trials", "failed_trials", "verified", "client_bound", "unstable"]
+            "level_value", "trials", "failed_trials", "verified", "client_bound", "noisy", "unstable"]
     for m in SUMMARY_METRICS:
         cols += [f"{m}_median", f"{m}_ci_low", f"{m}_ci_high", f"{m}_cv"]
     return cols
@@ -44,7 +45,8 @@ def summary_rows(rows: list[dict]) -> list[dict]:
         row = {k: first[k] for k in ("scenario", "implementation", "language", "runtime", "workload", "level",
                                      "level_kind", "level_value")}
         row.update(trials=len(good), failed_trials=len(rs) - len(good),
-                   verified=all(r["verified"] for r in rs), client_bound=any(r["client_bound"] for r in rs))
+                   verified=all(r["verified"] for r in rs), client_bound=any(r["client_bound"] for r in rs),
+                   noisy=any(r.get("noisy") for r in rs))
         unstable = []
         for m in SUMMARY_METRICS:
             s = stats.summarize([r[m] for r in good if r.get(m) is not None])
@@ -105,6 +107,7 @@ def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
                             p_value=None, reason=why))
             continue
         client_bound = any(r["client_bound"] for r in rb + rc)
+        noisy = any(r.get("noisy") for r in rb + rc)
         for metric, higher in COMPARED.items():
             vb = [r[metric] for r in b if r.get(metric) is not None]
             vc = [r[metric] for r in c if r.get(metric) is not None]
@@ -124,6 +127,9 @@ def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
                 if client_bound and metric in ("rps", "rps_per_cpu") and v.verdict in ("regressed", "improved"):
                     v = stats.Verdict("inconclusive", v.change, v.ci, v.p_value,
                                       "client-bound: the load tool, not the server, set this throughput")
+                elif noisy and v.verdict in ("regressed", "improved"):
+                    v = stats.Verdict("inconclusive", v.change, v.ci, v.p_value,
+                                      "noisy: other work on the server's CPUs or steal time during a trial")
             entry.update(verdict=v.verdict, change=_r(v.change), ci_low=_r(v.ci[0]) if v.ci else None,
                          ci_high=_r(v.ci[1]) if v.ci else None, p_value=_r(v.p_value), reason=v.reason)
             out.append(entry)
@@ -170,13 +176,13 @@ def incomparable(base: dict, cur: dict) -> list[str]:
 def ranks(rows: list[dict], metric: str = "rps", higher_is_better: bool = True) -> dict[tuple, dict[str, int]]:
     """Per scenario, workload and level: implementation -> rank (ties share a rank).
 
-    Failed, unverified and client-bound results are never ranked.
+    Failed, unverified, client-bound and noisy results are never ranked.
     """
     per_level: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     excluded: set[tuple] = set()
     for r in rows:
         k = (r["scenario"], r["workload"], r["level"])
-        if not usable(r) or r["client_bound"]:
+        if not usable(r) or r["client_bound"] or r.get("noisy"):
             excluded.add(k + (r["implementation"],))
             continue
         if r.get(metric) is not None:
