@@ -87,6 +87,14 @@ def cmd_run(args, interop_only: bool = False) -> int:
     selection = cat.select(args.scenarios or None, args.impl or None)
     profile_name = args.profile
     profile = get_profile(profile_name)
+    if getattr(args, "cfs_period_us", None) is not None:
+        from dataclasses import replace as _replace
+        period = args.cfs_period_us
+        quota = profile.server_cpu_quota
+        if not 1000 <= period <= 1_000_000 or (quota is not None and quota * period < 1000):
+            raise InputError(f"--cfs-period-us: {period} is out of range (1,000 to 1,000,000 µs, and the quota "
+                             f"of {quota} cores over it must be at least 1,000 µs, the kernel's minimum)")
+        profile = _replace(profile, cfs_period_us=period)
     for sc, _ in selection:
         if profile_name not in sc.profiles:
             raise InputError(f"{sc.manifest_path}: field 'profiles.{profile_name}': missing")
@@ -304,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--quiet", action="store_true", help="no progress lines")
         s.add_argument("--trials", type=int, help="trials per implementation (fresh server each; "
                        "default: the profile's, 3 for standard)")
+        s.add_argument("--cfs-period-us", type=int, metavar="US",
+                       help="CFS period of the server's CPU quota (default: the profile's, 10000); recorded, and "
+                            "compare refuses runs with different periods")
         s.add_argument("--allow-uncapped", action="store_true",
                        help="measure even when the profile's CPU quota cannot be applied (recorded in every row); "
                             "without it that is an error (exit 2)")

@@ -23,7 +23,7 @@ class Profile:
     noisy_foreign_cores: float       # foreign work on the server CPUs above this (cores) -> noisy
     noisy_steal_cores: float         # steal time above this (cores, all CPUs of the layout) -> noisy
     warmup_window_s: float           # warm-up runs in windows of this many seconds of load ...
-    warmup_tolerance: float          # ... until two consecutive windows' throughput is within this share ...
+    warmup_tolerance: float          # ... until three consecutive windows' throughput is within this share ...
     warmup_max_s: float              # ... or this cap is reached (the scenario's warmup_s is the minimum)
 
     def to_json(self) -> dict:
@@ -31,7 +31,7 @@ class Profile:
 
 
 _COMMON = dict(server_cpu_quota=0.5, cfs_period_us=10_000, sample_hz=10.0, client_bound_threshold=0.9,
-               noisy_foreign_cores=0.05, noisy_steal_cores=0.05, warmup_tolerance=0.05)
+               noisy_foreign_cores=0.10, noisy_steal_cores=0.05, warmup_tolerance=0.05)
 
 PROFILES = {
     # A few seconds per level: a smoke run that still measures every dimension.

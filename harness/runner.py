@@ -28,6 +28,7 @@ from .runtimes import LaunchSpec, Runtime, ServerHandle
 from .services import ServiceManager
 
 HOST = "127.0.0.1"
+WARMUP_STEADY_WINDOWS = 3
 
 
 class Progress:
@@ -474,10 +475,11 @@ class Runner:
                        noisy_foreign_cores=p.noisy_foreign_cores, noisy_steal_cores=p.noisy_steal_cores)
 
     def _warmup(self, driver, w, levels, common: dict, inst: dict, ph: dict, sc, t_start: float) -> None:
-        """Load at the top concurrency in windows until two consecutive windows'
-        throughput is within the profile's tolerance (and the scenario's
-        minimum warm-up has passed), or the cap is reached. The same rule for
-        every implementation; what it took is recorded."""
+        """Load at the top concurrency in windows until the last three windows'
+        throughput lies within the profile's tolerance of each other (max/min;
+        two windows are not enough: a JIT's ramp has plateaus), and the
+        scenario's minimum warm-up has passed, or the cap is reached. The same
+        rule for every implementation; what it took is recorded."""
         p = self.profile
         top = max(levels.concurrency or [16])
         window = p.warmup_window_s + driver.overhead_s(w)
@@ -494,8 +496,9 @@ class Runner:
                                  workload=w.name)
                 rps.append(0.0)
             spent = time.monotonic() - t0
-            if len(rps) >= 2 and rps[-2] > 0 and abs(rps[-1] / rps[-2] - 1) <= p.warmup_tolerance \
-                    and spent >= levels.warmup_s:
+            last = rps[-WARMUP_STEADY_WINDOWS:]
+            if len(last) == WARMUP_STEADY_WINDOWS and min(last) > 0 \
+                    and max(last) / min(last) - 1 <= p.warmup_tolerance and spent >= levels.warmup_s:
                 steady = True
                 break
             if spent + window > max(p.warmup_max_s, levels.warmup_s):
@@ -504,7 +507,8 @@ class Runner:
         inst.setdefault("warmup", {})[w.name] = {
             "seconds": spent, "windows": len(rps), "window_s": window, "concurrency": top,
             "rps": [round(x, 1) for x in rps], "steady": steady,
-            "rule": f"two consecutive {p.warmup_window_s:g} s windows within {p.warmup_tolerance:.0%}, "
+            "rule": f"{WARMUP_STEADY_WINDOWS} consecutive {p.warmup_window_s:g} s windows within "
+                    f"{p.warmup_tolerance:.0%} of each other (max/min), "
                     f"at least {levels.warmup_s:g} s, at most {p.warmup_max_s:g} s"}
         self.progress(f"{inst['implementation_id']} t{inst['trial']} {w.name}: warm-up "
                       f"{'steady' if steady else 'NOT steady (cap reached)'} after {spent:.1f} s "

@@ -48,6 +48,17 @@ def test_all_four_languages_verified_and_measured(quick_run):
         assert r["rss_mb"] > 0 and r["rss_peak_mb"] >= r["rss_mb"]
         assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert r["server_cpus"] != r["client_cpus"]
+        # the quota in force was read back from the kernel, and the level's
+        # figures are over the tool's send window, with throttling, client
+        # and noise figures beside them
+        assert (r["cpu_quota_applied"], r["cfs_period_us"]) == (0.5, 10_000), r
+        assert 0 < r["window_s"] <= 4.2 and r["throttled_pct"] is not None
+        assert 0 < r["client_busy_pct"] <= 100.5 and r["foreign_cores"] is not None
+        assert r["warmup_s"] > 0
+    for m in data["measurements"]:
+        assert m["server"]["window_basis"] == "send window", m["server"]
+        assert m["load"]["status_check"] is None, m["load"]
+    assert data["quota"]["cpu_quota_applied"] == 0.5 and data["cpu_layout"]["harness_pinned_threads"] >= 1
     env = data["environment"]
     assert env["load_tools"]["ghz"].startswith("v")
     assert all(env["toolchains"][k] for k in ("go", "rustc", "java", "maven"))
