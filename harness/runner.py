@@ -29,6 +29,7 @@ from .services import ServiceManager
 
 HOST = "127.0.0.1"
 WARMUP_STEADY_WINDOWS = 3
+MEMORY_EVERY = 3          # memory at a third of the sampling rate: 3.3 Hz at 10 Hz
 
 
 class Progress:
@@ -159,9 +160,6 @@ class Runner:
             except LangbenchError as exc:
                 tools[d] = f"unavailable: {exc}"
         plan = make_plan(self.selection, self.trials, self.seed)
-        # The harness itself (main thread, sampler, readers) runs on the load
-        # tool's CPUs: nothing of ours competes with the server under test.
-        pinned_threads = hostcpu.pin_all_threads(self.layout.client)
         quota = self.runtime.check_quota(self.profile.server_cpu_quota, self.profile.cfs_period_us)
         self.eta = Eta(self.progress, sum(self._estimate(p) for p in plan))
         self.store = ResultsStore(self.out_dir, {
@@ -170,7 +168,7 @@ class Runner:
                              "selected": getattr(self.runtime, "selected", "explicit")},
             "profile_name": self.profile_name,
             "profile": self.profile.to_json(), "trials": self.trials, "seed": self.seed,
-            "cpu_layout": {**self.layout.to_json(), "harness_pinned_threads": pinned_threads,
+            "cpu_layout": {**self.layout.to_json(),
                            "note": "load tool and harness on 'client', server under test on 'server'"},
             "quota": {**quota, "allow_uncapped": self.allow_uncapped},
             "scenarios": {sc.name: {"title": sc.title, "description": sc.description,
@@ -200,6 +198,11 @@ class Runner:
                 for impl in impls:
                     self.store.implementation(impl.id, **self._impl_record(impl))
                     self._build(impl)
+            # From here on the harness itself (main thread, sampler, pipe
+            # readers, and every check or tool it starts) runs on the load
+            # tool's CPUs: nothing of ours competes with the server under
+            # test. (Builds, above, may use every CPU.)
+            self.store.data["cpu_layout"]["harness_pinned_threads"] = hostcpu.pin_all_threads(self.layout.client)
             for sc, impls in self.selection:
                 if sc.interop is not None and self.interop:
                     self.store.set_interop(sc.name, [])
@@ -358,7 +361,8 @@ class Runner:
             if trial == 1 and sc.interop is not None and self.interop:
                 self._interop_column(sc, impl, port)
             probe = Probe(handle, self.layout.client, self.layout.server)
-            sampler = sampling.Sampler(probe.counters, handle.memory_bytes, self.profile.sample_hz).start()
+            sampler = sampling.Sampler(probe.counters, handle.memory_bytes, self.profile.sample_hz,
+                                       memory_every=MEMORY_EVERY).start()
             t_start = time.monotonic()
             sa = self.services.marks() if self.services else {}
             a = sampler.mark()

@@ -58,6 +58,7 @@ class ProcessHandle(ServerHandle):
         self._proc = psutil.Process(self.popen.pid)
         self._cpu_fallback = 0.0   # psutil accounting: CPU of children seen and gone
         self._seen: dict[int, float] = {}
+        self._procs: dict[int, psutil.Process] = {}   # psutil objects of the tree, kept between samples
 
     # -- state
     def alive(self) -> bool:
@@ -70,10 +71,13 @@ class ProcessHandle(ServerHandle):
         if self.cgroup is not None:
             procs = []
             for pid in self.cgroup.pids():
-                try:
-                    procs.append(psutil.Process(pid))
-                except psutil.Error:
-                    pass
+                p = self._procs.get(pid)
+                if p is None:
+                    try:
+                        p = self._procs[pid] = psutil.Process(pid)
+                    except psutil.Error:
+                        continue
+                procs.append(p)
             return procs
         try:
             return [self._proc] + self._proc.children(recursive=True)
