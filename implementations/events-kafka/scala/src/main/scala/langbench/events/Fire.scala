@@ -6,7 +6,7 @@ import java.nio.ByteBuffer
 import java.nio.charset.{CharacterCodingException, CodingErrorAction, StandardCharsets}
 
 /** The pure part of `POST /fire/{id}`: validating the id and the body, encoding the event. */
-object Fire {
+object Fire:
 
   /** Longest accepted reason, in UTF-8 bytes. */
   val MaxReasonBytes = 1024
@@ -15,15 +15,15 @@ object Fire {
     * is one: ASCII digits only, at most 18446744073709551615.
     */
   def parseId(segment: String): Option[String] =
-    if (segment.isEmpty || !segment.forall(c => c >= '0' && c <= '9')) None
+    if segment.isEmpty || !segment.forall(c => c >= '0' && c <= '9') then None
     else
       try Some(java.lang.Long.toUnsignedString(java.lang.Long.parseUnsignedLong(segment)))
-      catch { case _: NumberFormatException => None }
+      catch case _: NumberFormatException => None
 
   /** The `reason` of a request body, if the body is strict UTF-8 JSON holding an object whose
     * `reason` is a string of at most [[MaxReasonBytes]] UTF-8 bytes. Other members are ignored.
     */
-  def parseReason(body: Array[Byte]): Option[String] =
+  def parseReason(body: ByteBuffer): Option[String] =
     decodeUtf8(body)
       .flatMap(text => io.circe.jawn.parse(text).toOption)
       .flatMap(_.asObject)
@@ -40,35 +40,34 @@ object Fire {
       .print(Json.obj("id" -> Json.fromJsonNumber(JsonNumber.fromIntegralStringUnsafe(id)), "reason" -> Json.fromString(reason)))
       .getBytes(StandardCharsets.UTF_8)
 
-  private def decodeUtf8(bytes: Array[Byte]): Option[String] =
+  private def decodeUtf8(bytes: ByteBuffer): Option[String] =
     try
       Some(
         StandardCharsets.UTF_8
           .newDecoder()
           .onMalformedInput(CodingErrorAction.REPORT)
           .onUnmappableCharacter(CodingErrorAction.REPORT)
-          .decode(ByteBuffer.wrap(bytes))
+          .decode(bytes)
           .toString
       )
-    catch { case _: CharacterCodingException => None }
+    catch case _: CharacterCodingException => None
 
   /** UTF-8 length of `s`, or -1 if it holds an unpaired surrogate (a JSON `\ud800` escape), which
     * has no UTF-8 form.
     */
-  private[events] def utf8Length(s: String): Int = {
+  private[events] def utf8Length(s: String): Int =
     var n = 0
     var i = 0
-    while (i < s.length) {
+    while i < s.length do
       val c = s.charAt(i)
-      if (c < 0x80) n += 1
-      else if (c < 0x800) n += 2
-      else if (Character.isHighSurrogate(c)) {
-        if (i + 1 < s.length && Character.isLowSurrogate(s.charAt(i + 1))) { n += 4; i += 1 }
+      if c < 0x80 then n += 1
+      else if c < 0x800 then n += 2
+      else if Character.isHighSurrogate(c) then
+        if i + 1 < s.length && Character.isLowSurrogate(s.charAt(i + 1)) then
+          n += 4
+          i += 1
         else return -1
-      } else if (Character.isLowSurrogate(c)) return -1
+      else if Character.isLowSurrogate(c) then return -1
       else n += 3
       i += 1
-    }
     n
-  }
-}
