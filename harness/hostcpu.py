@@ -6,8 +6,12 @@ how much time the hypervisor took (steal), and the load tool's own CPU.
 /proc/stat gives, per CPU, time in USER_HZ ticks (10 ms here) spent in each
 state since boot. Busy is everything but idle, iowait and steal (guest time is
 already inside user). Steal is time this virtual CPU wanted to run and the
-hypervisor ran something else. Tick accounting: over a 10 s window the error
-is a few ticks, well under 1% of a core.
+hypervisor ran something else. Task time (user, nice, system) is kept apart
+from interrupt time (irq, softirq): on a kernel without IRQ time accounting
+(CONFIG_IRQ_TIME_ACCOUNTING unset, as here) softirq work that runs while a
+CPU is otherwise idle, such as TCP timers and packet processing for the
+server's own sockets, is charged to no cgroup. Tick accounting: over a 10 s
+window the error is a few ticks, well under 1% of a core.
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ PROC_STAT = Path("/proc/stat")
 
 @dataclass(frozen=True)
 class CpuTimes:
-    busy_s: float
+    busy_s: float       # every state but idle, iowait and steal
+    tasks_s: float      # user + nice + system: time in some task's context
+    irq_s: float        # irq + softirq: interrupt work (here mostly network)
     steal_s: float
 
 
@@ -38,7 +44,8 @@ def parse_proc_stat(text: str) -> dict[int, CpuTimes]:
             continue
         v = [int(x) for x in parts[1:]] + [0] * 10
         user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-        out[cpu] = CpuTimes((user + nice + system + irq + softirq) / HZ, steal / HZ)
+        out[cpu] = CpuTimes((user + nice + system + irq + softirq) / HZ, (user + nice + system) / HZ,
+                            (irq + softirq) / HZ, steal / HZ)
     return out
 
 
@@ -47,14 +54,15 @@ def read_cpus() -> dict[int, CpuTimes]:
 
 
 class CpuSet:
-    """Sums of busy and steal seconds over a set of CPUs."""
+    """Sums over a set of CPUs."""
 
     def __init__(self, cpus: list[int]):
         self.cpus = list(cpus)
 
-    def read(self, per_cpu: dict[int, CpuTimes]) -> tuple[float, float]:
-        return (sum(per_cpu[c].busy_s for c in self.cpus if c in per_cpu),
-                sum(per_cpu[c].steal_s for c in self.cpus if c in per_cpu))
+    def read(self, per_cpu: dict[int, CpuTimes]) -> CpuTimes:
+        mine = [per_cpu[c] for c in self.cpus if c in per_cpu]
+        return CpuTimes(sum(x.busy_s for x in mine), sum(x.tasks_s for x in mine), sum(x.irq_s for x in mine),
+                        sum(x.steal_s for x in mine))
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -12,16 +12,18 @@ the figures every level records:
   a broker pinned beside the tool) and the tool's own share. The level is
   client-bound when the client CPUs were saturated: the figure is then the
   client side's limit, not the server's;
-- noise: busy time on the server's CPUs that the server did not spend
-  (another process, the container engine, interrupts charged to nobody) and
-  steal time; above the profile's thresholds the level is `noisy` and is
-  never ranked.
+- noise: task time on the server's CPUs that the server did not spend
+  (another process, the container engine) and steal time; above the
+  profile's thresholds the level is `noisy` and is never ranked. Interrupt
+  time on the server's CPUs (irq, softirq: mostly the network work of the
+  server's own traffic, charged to no cgroup on this kernel) is recorded
+  apart, as `irq_cores`, and does not make a level noisy.
 """
 from __future__ import annotations
 
 from . import hostcpu
-from .sampling import (CLIENT_BUSY, SERVER_BUSY, SERVER_CPU, STEAL, THR_PERIODS, THR_S, THR_THROTTLED,
-                       TOOL, Sample, delta)
+from .sampling import (CLIENT_BUSY, SERVER_BUSY, SERVER_CPU, SERVER_IRQ, STEAL, THR_PERIODS, THR_S,
+                       THR_THROTTLED, TOOL, Sample, delta)
 
 
 class Probe:
@@ -47,9 +49,8 @@ class Probe:
         if thr is not None:
             d[THR_PERIODS], d[THR_THROTTLED], d[THR_S] = thr["nr_periods"], thr["nr_throttled"], thr["throttled_s"]
         per = hostcpu.read_cpus()
-        cb, cs = self.client.read(per)
-        sb, ss = self.server.read(per)
-        d[CLIENT_BUSY], d[SERVER_BUSY], d[STEAL] = cb, sb, cs + ss
+        c, s = self.client.read(per), self.server.read(per)
+        d[CLIENT_BUSY], d[SERVER_BUSY], d[SERVER_IRQ], d[STEAL] = c.busy_s, s.tasks_s, s.irq_s, c.steal_s + s.steal_s
         pid = self.tool_pid
         if pid:
             try:
@@ -76,6 +77,7 @@ def analyse(samples: list[Sample], t0: float, t1: float, n_client: int, *, clien
     cpu = d(SERVER_CPU)
     periods, throttled, thr_s = d(THR_PERIODS), d(THR_THROTTLED), d(THR_S)
     client_busy, server_busy, steal, tool = d(CLIENT_BUSY), d(SERVER_BUSY), d(STEAL), d(TOOL)
+    irq = d(SERVER_IRQ)
     foreign = None if server_busy is None or cpu is None else max(0.0, server_busy - cpu) / dt
     busy_share = _div(_div(client_busy, dt), n_client)
     out = {
@@ -87,7 +89,7 @@ def analyse(samples: list[Sample], t0: float, t1: float, n_client: int, *, clien
         "client": {"busy_cores": _div(client_busy, dt), "busy_share": busy_share,
                    "tool_cores": _div(tool, dt), "cpus": n_client,
                    "saturated": busy_share is not None and busy_share >= client_bound_share},
-        "noise": {"foreign_cores": foreign, "steal_cores": _div(steal, dt)},
+        "noise": {"foreign_cores": foreign, "steal_cores": _div(steal, dt), "irq_cores": _div(irq, dt)},
     }
     reasons = []
     if foreign is not None and foreign > noisy_foreign_cores:

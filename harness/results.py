@@ -103,7 +103,7 @@ COLUMNS = [
     "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "cpu_cores", "cpu_s_per_1k",
     "rps_per_cpu", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb", "startup_ms",
     "shutdown_ms", "build_s", "artifact_mb", "image_mb", "client_bound", "client_busy_pct", "tool_cpu_cores",
-    "noisy", "foreign_cores", "steal_cores", "throttled_pct", "throttled_ms_per_s",
+    "noisy", "foreign_cores", "steal_cores", "irq_cores", "throttled_pct", "throttled_ms_per_s",
     "server_cpus", "client_cpus", "cpu_quota", "cpu_quota_applied", "cfs_period_us", "window_s",
     "warmup_s", "warmup_steady", "cut_off", "late", "services_cpu_cores", "services_rss_mb", "error",
 ]
@@ -174,6 +174,7 @@ def flat_rows(data: dict) -> list[dict]:
             "noisy": bool(noise.get("noisy")),
             "foreign_cores": _r(noise.get("foreign_cores"), 4),
             "steal_cores": _r(noise.get("steal_cores"), 4),
+            "irq_cores": _r(noise.get("irq_cores"), 4),
             "throttled_pct": _r(_pct(thr.get("throttled_share")), 1),
             "throttled_ms_per_s": _r(thr.get("throttled_ms_per_s"), 1),
             "server_cpus": " ".join(map(str, layout.get("server", []))),

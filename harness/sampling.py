@@ -26,7 +26,8 @@ THR_PERIODS = "thr_periods"     # CFS periods with the server runnable
 THR_THROTTLED = "thr_throttled" # of those, periods in which the quota ran out
 THR_S = "thr_s"                 # seconds the server's runnable threads were held back
 CLIENT_BUSY = "client_busy"     # busy seconds of the load tool's CPUs (anyone's work)
-SERVER_BUSY = "server_busy"     # busy seconds of the server's CPUs (anyone's work)
+SERVER_BUSY = "server_busy"     # task seconds (user+nice+system) on the server's CPUs (anyone's tasks)
+SERVER_IRQ = "server_irq"       # interrupt seconds (irq+softirq) on the server's CPUs
 STEAL = "steal"                 # steal seconds of all CPUs of the layout
 TOOL = "tool"                   # the load tool's own CPU seconds (while it runs)
 

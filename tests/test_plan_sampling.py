@@ -118,4 +118,7 @@ def test_proc_stat_parsing():
     per = hostcpu.parse_proc_stat(text)
     hz = hostcpu.HZ
     assert per[0].busy_s == pytest.approx(91 / hz) and per[1].steal_s == pytest.approx(4 / hz)
-    assert hostcpu.CpuSet([0, 1]).read(per) == (pytest.approx(152 / hz), pytest.approx(7 / hz))
+    assert per[0].tasks_s == pytest.approx(90 / hz) and per[0].irq_s == pytest.approx(1 / hz)
+    both = hostcpu.CpuSet([0, 1]).read(per)
+    assert (both.busy_s, both.tasks_s, both.irq_s, both.steal_s) == (
+        pytest.approx(152 / hz), pytest.approx(150 / hz), pytest.approx(2 / hz), pytest.approx(7 / hz))
