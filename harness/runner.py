@@ -203,6 +203,7 @@ class Runner:
             # tool's CPUs: nothing of ours competes with the server under
             # test. (Builds, above, may use every CPU.)
             self.store.data["cpu_layout"]["harness_pinned_threads"] = hostcpu.pin_all_threads(self.layout.client)
+            self.eta.t0 = time.monotonic()          # the estimate covers the server runs, not the builds
             for sc, impls in self.selection:
                 if sc.interop is not None and self.interop:
                     self.store.set_interop(sc.name, [])
