@@ -52,11 +52,15 @@ def throughput_chart(rows: list[dict], workload: str) -> str | None:
     for i, impl in enumerate(sorted({r["implementation"] for r in closed})):
         pts = sorted((r["level_value"], r["rps"]) for r in closed if r["implementation"] == impl)
         lang = next(r["language"] for r in closed if r["implementation"] == impl)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl, color=_colour(lang, i))
+        colour = _colour(lang, i)
+        levels = sorted({x for x, _ in pts})
+        medians = [stats_median([y for x, y in pts if x == lv]) for lv in levels]
+        ax.plot(levels, medians, label=impl, color=colour)                          # the median over trials
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=12, color=colour)    # each trial
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrency (closed loop)")
     ax.set_ylabel("requests/s")
-    ax.set_title(f"{workload}: throughput against concurrency")
+    ax.set_title(f"{workload}: throughput against concurrency (line: median, dots: trials)")
     ax.set_ylim(bottom=0)
     ax.legend()
     return _svg(fig)
