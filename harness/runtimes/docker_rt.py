@@ -193,7 +193,6 @@ class DockerHandle(ServerHandle):
         if command:
             kwargs["command"] = list(command)
         self._lock = threading.Lock()
-        self._last_cpu = 0.0
         self._exit: int | None = None
         self._stopped = False
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
