@@ -32,9 +32,18 @@ class Probe:
         self.client = hostcpu.CpuSet(client_cpus)
         self.server = hostcpu.CpuSet(server_cpus)
         self.tool_pid: int | None = None
+        self.on_tool_exit = None        # set by the runner: the sampler's mark()
 
-    def watch_tool(self, pid: int | None) -> None:
-        self.tool_pid = pid
+    def watch_tool(self, event) -> None:
+        """A driver's on_start callback: the tool's pid when it starts,
+        "exited" when it has exited but is not yet reaped (then a last reading
+        is taken, so the counter brackets the end of the send window), None
+        when it is gone."""
+        if event == "exited":
+            if self.on_tool_exit is not None:
+                self.on_tool_exit()
+            return
+        self.tool_pid = event
 
     def counters(self) -> dict:
         d: dict = {}

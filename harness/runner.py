@@ -364,6 +364,7 @@ class Runner:
             probe = Probe(handle, self.layout.client, self.layout.server)
             sampler = sampling.Sampler(probe.counters, handle.memory_bytes, self.profile.sample_hz,
                                        memory_every=MEMORY_EVERY).start()
+            probe.on_tool_exit = sampler.mark
             t_start = time.monotonic()
             sa = self.services.marks() if self.services else {}
             a = sampler.mark()
@@ -562,6 +563,11 @@ class Runner:
             if res is not None:
                 if win["client"]["tool_cores"] is not None:
                     res.tool_cpu_cores = win["client"]["tool_cores"]
+                    win["client"]["tool_cores_basis"] = "send window (/proc/PID/stat)"
+                else:
+                    # the tool's counter was not sampled on both sides of an edge
+                    # (it exited right after its last answer): its whole life instead
+                    win["client"]["tool_cores_basis"] = "whole run (rusage), start-up and drain included"
                 res.client_bound = win["client"]["saturated"]
                 m["load"] = res.to_json()
                 inst["ok_total"] += res.ok_count

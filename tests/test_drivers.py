@@ -196,4 +196,20 @@ def test_run_pinned_reports_the_pid_while_the_tool_runs():
     import sys
     seen = []
     run_pinned([sys.executable, "-c", "import time; time.sleep(0.2)"], cpus=[0], timeout_s=30, on_start=seen.append)
-    assert len(seen) == 2 and isinstance(seen[0], int) and seen[1] is None
+    assert len(seen) == 3 and isinstance(seen[0], int) and seen[1:] == ["exited", None]
+
+
+def test_exited_tool_is_still_readable_before_it_is_reaped():
+    import sys
+    from harness import hostcpu
+    readings = []
+    pid = {}
+
+    def hook(event):
+        if isinstance(event, int):
+            pid["p"] = event
+        elif event == "exited":
+            readings.append(hostcpu.process_cpu_seconds(pid["p"]))   # a zombie: final CPU times
+    prog = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass"
+    run = run_pinned([sys.executable, "-c", prog], cpus=[0], timeout_s=30, on_start=hook)
+    assert len(readings) == 1 and readings[0] == pytest.approx(run.cpu_s, abs=0.03)

@@ -45,9 +45,10 @@ def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | N
     """Run a tool pinned to `cpus`, return its output and its own CPU time.
 
     The CPU time comes from wait4's rusage of that very child (its whole life,
-    start-up and drain included). `on_start(pid)` is called once it runs and
-    `on_start(None)` once it has exited, so that a sampler can read the
-    tool's CPU over its send window alone.
+    start-up and drain included). `on_start(pid)` is called once it runs,
+    `on_start("exited")` once it has exited but before it is reaped (its
+    final CPU times still readable), and `on_start(None)` at the end, so
+    that a sampler can read the tool's CPU over its send window alone.
     """
     def pin() -> None:
         os.sched_setaffinity(0, cpus)
@@ -73,8 +74,12 @@ def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | N
     timed_out = False
     try:
         while True:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
+            # Exited but not yet reaped: its /proc/PID/stat still holds its
+            # final CPU times, so the sampler can take a last reading of it.
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                if on_start is not None:
+                    on_start("exited")
+                pid, status, rusage = os.wait4(proc.pid, 0)
                 break
             if time.monotonic() > deadline:
                 timed_out = True
