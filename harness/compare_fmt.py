@@ -21,16 +21,19 @@ def _num(x) -> str:
 
 
 def render_compare(verdicts: list[dict], fmt: str, threshold: float, base: dict, cur: dict,
-                   warnings: list[str] | None = None) -> str:
+                   warnings: list[str] | None = None, fdr: str = "bh") -> str:
     warnings = list(warnings or [])
     counts: dict[str, int] = {}
     for v in sorted(verdicts, key=lambda v: ORDER[v["verdict"]]):
         counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
     if fmt == "json":
         return json.dumps({"base": base.get("run_id"), "current": cur.get("run_id"), "threshold": threshold,
+                           "fdr": fdr, "tests": sum(1 for v in verdicts if v.get("p_value") is not None),
                            "warnings": warnings, "counts": counts, "verdicts": verdicts}, indent=1) + "\n"
     head = (f"langbench compare: base {base.get('run_id')} ({base.get('trials')} trials) vs current "
-            f"{cur.get('run_id')} ({cur.get('trials')} trials), threshold {threshold:.0%}")
+            f"{cur.get('run_id')} ({cur.get('trials')} trials), threshold {threshold:.0%}, "
+            + (f"Benjamini-Hochberg q < 0.05 over {sum(1 for v in verdicts if v.get('p_value') is not None)} tests"
+               if fdr == "bh" else "each test at p < 0.05 (no false-discovery control)"))
     tally = ", ".join(f"{n} {k}" for k, n in counts.items())
     rows = sorted(verdicts, key=lambda v: (ORDER[v["verdict"]], v["scenario"], v["implementation"],
                                            v["workload"], str(v["level"]), v["metric"]))

@@ -295,17 +295,38 @@ class Verdict:
     reason: str
 
 
+def bh_adjust(ps: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values), in the input's order.
+
+    Calling every test with q < 0.05 significant keeps the expected share of
+    false calls among all calls at or under 5% (independent or positively
+    dependent tests, which metrics of one level are). q_i = min over j with
+    rank(p_j) >= rank(p_i) of p_j * m / rank(p_j), capped at 1."""
+    m = len(ps)
+    order = sorted(range(m), key=lambda i: ps[i])
+    q = [1.0] * m
+    running = 1.0
+    for k in range(m - 1, -1, -1):          # from the largest p down
+        i = order[k]
+        running = min(running, ps[i] * m / (k + 1))
+        q[i] = min(1.0, running)
+    return q
+
+
 def _too_few(base: list[float], cur: list[float]) -> bool:
     return len(base) < MIN_TRIALS or len(cur) < MIN_TRIALS
 
 
-def compare_samples(base: list[float], cur: list[float], threshold: float, higher_is_better: bool) -> Verdict:
+def compare_samples(base: list[float], cur: list[float], threshold: float, higher_is_better: bool,
+                    q_value: float | None = None, tests: int = 1) -> Verdict:
     """Call a change only when it is significant and larger than the threshold.
 
-    Significant: Welch's t-test on the logarithms gives p < 0.05, i.e. the 95%
-    interval of the ratio of geometric means excludes 1; possible only from
-    MIN_TRIALS (3) trials a side. Larger than the threshold: the change of the
-    medians (the reported figure) is beyond it, in the interval's direction.
+    Significant: Welch's t-test on the logarithms gives p < 0.05 (the 95%
+    interval of the ratio of geometric means excludes 1), or, when this test
+    is one of `tests` made together, its Benjamini-Hochberg q-value (given by
+    the caller, see bh_adjust) is < 0.05; possible only from MIN_TRIALS (3)
+    trials a side. Larger than the threshold: the change of the medians (the
+    reported figure) is beyond it, in the interval's direction.
     """
     base = [x for x in base if x is not None]
     cur = [x for x in cur if x is not None]
@@ -323,6 +344,9 @@ def compare_samples(base: list[float], cur: list[float], threshold: float, highe
         return Verdict("inconclusive", change, None, None, "zero or negative values: no ratio to test")
     if not w.significant:
         return Verdict("within noise", change, w.ci, w.p_value, f"not significant (p = {w.p_value:.2f})")
+    if q_value is not None and q_value >= ALPHA:
+        return Verdict("within noise", change, w.ci, w.p_value,
+                       f"not significant over {tests} tests (p = {w.p_value:.3f}, false-discovery q = {q_value:.2f})")
     if abs(change) <= threshold:
         return Verdict("within noise", change, w.ci, w.p_value, f"change within {threshold:.0%}")
     if (change > 0) != (w.ci[0] > 0):
@@ -331,33 +355,39 @@ def compare_samples(base: list[float], cur: list[float], threshold: float, highe
     worse = (change < 0) if higher_is_better else (change > 0)
     return Verdict("regressed" if worse else "improved", change, w.ci, w.p_value,
                    f"interval {w.ci[0]:+.1%}..{w.ci[1]:+.1%}, "
-                   + (f"p = {w.p_value:.3f}" if w.p_value >= 0.001 else "p < 0.001"))
+                   + (f"p = {w.p_value:.3f}" if w.p_value >= 0.001 else "p < 0.001")
+                   + (f", q = {q_value:.3f} over {tests} tests" if q_value is not None else ""))
 
 
 def rank(groups: dict[str, list[float]], higher_is_better: bool = True) -> dict[str, int]:
     """Rank with ties: 1 + the number of others significantly better.
 
-    b is significantly better than a when its median is better and Welch's
-    t-test on the logarithms gives p < 0.05 in the same direction. Below
-    MIN_TRIALS (3) trials a side two groups are never ranked apart.
+    Every pair of groups with MIN_TRIALS (3) or more values a side is tested
+    once (Welch's t-test on the logarithms); the pairs of one ranking are one
+    family, so b is significantly better than a when its median is better,
+    the test points the same way and the pair's Benjamini-Hochberg q-value
+    over the family is < 0.05. Below MIN_TRIALS trials a side two groups are
+    never ranked apart.
     """
     names = list(groups)
-    out = {}
-    for a in names:
-        better = 0
-        for b in names:
-            if a == b:
+    vals = {n: [x for x in groups[n] if x is not None] for n in names}
+    pairs: list[tuple[str | None, Welch]] = []    # (the worse of a pair that can be ranked apart, its test)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            va, vb = vals[a], vals[b]
+            if _too_few(va, vb):
                 continue
-            va = [x for x in groups[a] if x is not None]
-            vb = [x for x in groups[b] if x is not None]
+            w = welch_log(va, vb)                   # b relative to a
+            if w is None:
+                continue
             ma, mb = median(va), median(vb)
-            if ma is None or mb is None or _too_few(va, vb):
-                continue
-            b_better = mb > ma if higher_is_better else mb < ma
-            if not b_better:
-                continue
-            w = welch_log(va, vb)        # b relative to a
-            if w is not None and w.significant and (w.change > 0) == (mb > ma):
-                better += 1
-        out[a] = better + 1
+            worse = None
+            if mb != ma and (w.change > 0) == (mb > ma):   # medians and means agree on the direction
+                worse = a if ((mb > ma) == higher_is_better) else b
+            pairs.append((worse, w))
+    qs = bh_adjust([w.p_value for _, w in pairs])
+    out = {n: 1 for n in names}
+    for (worse, _), q in zip(pairs, qs):
+        if worse is not None and q < ALPHA:
+            out[worse] += 1
     return out

@@ -72,9 +72,18 @@ def _why_failed(rs: list[dict]) -> str:
     return str(errors[0]).splitlines()[0] if errors else "failed"
 
 
+FDR_METHODS = ("bh", "none")
+
+
 def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
-            current_failures: dict[tuple, str] | None = None) -> list[dict]:
+            current_failures: dict[tuple, str] | None = None, fdr: str = "bh") -> list[dict]:
     """One verdict per scenario, implementation, workload, level and metric.
+
+    All the tests one compare makes are one family: with `fdr` "bh" (the
+    default) a change is significant only when its Benjamini-Hochberg q-value
+    over every test of the compare is < 0.05, so that of the changes called,
+    at most about 5% are expected to be chance. "none" tests each verdict on
+    its own at 5%: of 40 unchanged figures about two are then called changed.
 
     A (scenario, implementation, workload, level) usable in the base (at least
     one ok and verified trial) gets a single verdict, metric "all", when the
@@ -83,9 +92,12 @@ def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
     `current_failures` maps (scenario, implementation) to the current run's
     failure line for that implementation (build, start, verification).
     """
+    if fdr not in FDR_METHODS:
+        raise ValueError(f"unknown false-discovery method {fdr!r} (one of {', '.join(FDR_METHODS)})")
     gb, gc = group(base_rows), group(cur_rows)
     current_failures = current_failures or {}
     out = []
+    tested: list[tuple[dict, list, list, bool, bool, bool]] = []   # second pass: decided over the family
     for key in sorted(set(gb) | set(gc), key=lambda k: tuple(str(x) for x in k)):
         rb, rc = gb.get(key, []), gc.get(key, [])
         b = [r for r in rb if usable(r)]
@@ -104,7 +116,7 @@ def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
                                           f"(none in the base): {_why_failed(rc)}")
             out.append(dict(zip(KEY, key), metric="all", base_n=len(b), current_n=len(c), base_median=None,
                             current_median=None, verdict=verdict, change=None, ci_low=None, ci_high=None,
-                            p_value=None, reason=why))
+                            p_value=None, q_value=None, reason=why))
             continue
         client_bound = any(r["client_bound"] for r in rb + rc)
         noisy = any(r.get("noisy") for r in rb + rc)
@@ -123,17 +135,31 @@ def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
             elif not vb or not vc:
                 v = stats.Verdict("inconclusive", None, None, None, f"no {metric} figure on one side")
             else:
-                v = stats.compare_samples(vb, vc, threshold, higher)
-                if client_bound and metric in ("rps", "rps_per_cpu") and v.verdict in ("regressed", "improved"):
-                    v = stats.Verdict("inconclusive", v.change, v.ci, v.p_value,
-                                      "client-bound: the load tool, not the server, set this throughput")
-                elif noisy and v.verdict in ("regressed", "improved"):
-                    v = stats.Verdict("inconclusive", v.change, v.ci, v.p_value,
-                                      "noisy: other work on the server's CPUs or steal time during a trial")
-            entry.update(verdict=v.verdict, change=_r(v.change), ci_low=_r(v.ci[0]) if v.ci else None,
-                         ci_high=_r(v.ci[1]) if v.ci else None, p_value=_r(v.p_value), reason=v.reason)
+                tested.append((entry, vb, vc, higher, client_bound and metric in ("rps", "rps_per_cpu"), noisy))
+                out.append(entry)
+                continue
+            _fill(entry, v, None)
             out.append(entry)
+    # the family: every comparison that produced a p-value
+    first = [stats.compare_samples(vb, vc, threshold, higher) for _, vb, vc, higher, _, _ in tested]
+    family = [i for i, v in enumerate(first) if v.p_value is not None]
+    qs = dict(zip(family, stats.bh_adjust([first[i].p_value for i in family]))) if fdr == "bh" else {}
+    for i, (entry, vb, vc, higher, bound, noisy) in enumerate(tested):
+        q = qs.get(i)
+        v = stats.compare_samples(vb, vc, threshold, higher, q_value=q, tests=len(family)) if q is not None else first[i]
+        if bound and v.verdict in ("regressed", "improved"):
+            v = stats.Verdict("inconclusive", v.change, v.ci, v.p_value,
+                              "client-bound: the load tool, not the server, set this throughput")
+        elif noisy and v.verdict in ("regressed", "improved"):
+            v = stats.Verdict("inconclusive", v.change, v.ci, v.p_value,
+                              "noisy: other work on the server's CPUs or steal time during a trial")
+        _fill(entry, v, q)
     return out
+
+
+def _fill(entry: dict, v: stats.Verdict, q: float | None) -> None:
+    entry.update(verdict=v.verdict, change=_r(v.change), ci_low=_r(v.ci[0]) if v.ci else None,
+                 ci_high=_r(v.ci[1]) if v.ci else None, p_value=_r(v.p_value), q_value=_r(q), reason=v.reason)
 
 
 def _shown(x) -> str:

@@ -219,3 +219,56 @@ def test_compare_broken_missing_and_failed_in_base():
     base_flaky = base + [_failed("kt", 4, "cut short")]
     kt = [v for v in summary.compare(base_flaky, cur, 0.10) if v["implementation"] == "kt"]
     assert {v["verdict"] for v in kt} == {"inconclusive"} and "too few trials" in kt[0]["reason"]
+
+
+# ------------------------------------------------------------------ false-discovery control (Benjamini-Hochberg)
+
+def test_bh_adjust_by_hand():
+    # sorted: 0.005 (k=1), 0.01 (2), 0.03 (3), 0.04 (4); p*m/k = 0.02, 0.02, 0.04, 0.04; running minimum from the top
+    assert stats.bh_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    # all five at the edge: each q is 0.05 (R's p.adjust(c(.01,.02,.03,.04,.05), "BH") gives the same)
+    assert stats.bh_adjust([0.01, 0.02, 0.03, 0.04, 0.05]) == pytest.approx([0.05] * 5)
+    assert stats.bh_adjust([0.9, 0.8]) == pytest.approx([0.9, 0.9])
+    assert stats.bh_adjust([0.6]) == [0.6] and stats.bh_adjust([]) == []
+    assert max(stats.bh_adjust([0.5, 0.7, 0.99])) <= 1.0
+
+
+def _family(marginal_cur):
+    """One implementation, 20 levels: 19 unchanged with spread, one marginal change."""
+    base, cur = [], []
+    for lvl in range(20):
+        b = [1000.0, 1030.0, 970.0]
+        c = [1012.0, 985.0, 1003.0] if lvl else marginal_cur
+        base += [_row("go", t, v, level=f"c{lvl}", cpu_s_per_1k=None, rps_per_cpu=None) for t, v in enumerate(b, 1)]
+        cur += [_row("go", t, v, level=f"c{lvl}", cpu_s_per_1k=None, rps_per_cpu=None) for t, v in enumerate(c, 1)]
+    return base, cur
+
+
+def test_compare_controls_false_discoveries_across_the_family():
+    marginal = [870.0, 905.0, 850.0]                  # -13%, p ~ 0.01 on its own
+    base, cur = _family(marginal)
+    p_alone = stats.compare_samples([1000.0, 1030.0, 970.0], marginal, 0.10, True).p_value
+    assert 0.001 < p_alone < 0.05
+    per_test = [v for v in summary.compare(base, cur, 0.10, fdr="none") if v["metric"] == "rps"]
+    assert [v["level"] for v in per_test if v["verdict"] == "regressed"] == ["c0"]
+    controlled = [v for v in summary.compare(base, cur, 0.10) if v["metric"] == "rps"]
+    c0 = next(v for v in controlled if v["level"] == "c0")
+    assert c0["verdict"] == "within noise" and c0["q_value"] > 0.05 and "over" in c0["reason"]
+    # a large change survives the correction
+    strong, _ = _family([500.0, 505.0, 495.0])
+    _, strong_cur = _family([500.0, 505.0, 495.0])
+    c0 = next(v for v in summary.compare(strong, strong_cur, 0.10) if v["metric"] == "rps" and v["level"] == "c0")
+    assert c0["verdict"] == "regressed" and c0["q_value"] < 0.05
+    with pytest.raises(ValueError):
+        summary.compare(base, cur, 0.10, fdr="bonferroni")
+
+
+def test_rank_family_is_controlled():
+    # two clearly apart and one pair only marginally apart: alone at 5% the pair would be ranked apart
+    a, b = [1000.0, 1030.0, 970.0], [870.0, 905.0, 850.0]
+    assert stats.welch_log(b, a).p_value < 0.05
+    assert stats.rank({"a": a, "b": b}) == {"a": 1, "b": 2}
+    # eight more groups with wide spread: 45 pairs, none but a-b with a small p
+    many = {"a": a, "b": b, **{f"n{i}": [700.0 + i, 1300.0, 1000.0] for i in range(8)}}
+    r = stats.rank(many)
+    assert r["b"] == 1 and r["a"] == 1          # the marginal pair no longer clears q < 0.05 over 45 tests
