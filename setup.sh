@@ -41,12 +41,17 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import harness, psutil, jinja2, matplotlib, grpc, grpc_tools, pytest, selenium, confluent_kafka" 2>/dev/null \
+if ! .venv/bin/python -c "import harness, psutil, jinja2, matplotlib, grpc, packaging, pytest, selenium" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.langbench-installed ]; then
   log "installing the harness into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
   touch .venv/.langbench-installed
+fi
+# what the scenarios' own checks and tools import (scenario.toml [python] requires)
+if ! .venv/bin/langbench deps >/dev/null 2>&1; then
+  log "installing the scenarios' Python dependencies"
+  .venv/bin/langbench deps --install >/dev/null
 fi
 
 # ---------------------------------------------------------------- load tools

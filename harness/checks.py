@@ -1,10 +1,17 @@
 """Running a scenario's verification command and an implementation's
-conformance client; both print one JSON verdict and exit 0 when it is ok."""
+conformance client; both print one JSON verdict and exit 0 when it is ok.
+
+A verdict is one JSON object on the last line starting with "{":
+  {"ok": true, "checks": [{"name": ..., "ok": ..., "detail": ...}],
+   "produced": 3,                      # correct answers the check itself caused
+   "metrics": {"records": 1200,        # figures the check measured: a number, or
+               "recovery_s": {"value": 1.4, "unit": "s", "better": "lower"}}}
+"""
 from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -15,10 +22,37 @@ class Verdict:
     checks: list
     command: list[str]
     produced: int = 0      # correct answers the check itself caused (counted towards totals)
+    metrics: dict = field(default_factory=dict)   # name -> {"value", "unit", "better"}
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "detail": self.detail, "checks": self.checks, "command": self.command,
-                "produced": self.produced}
+                "produced": self.produced, "metrics": self.metrics}
+
+
+BETTER = ("higher", "lower", "none")
+
+
+def parse_metrics(raw) -> tuple[dict, str | None]:
+    """A verdict's "metrics": name -> number or {"value", "unit", "better"};
+    returns the normalised map and an error naming the bad field, if any."""
+    if raw is None:
+        return {}, None
+    if not isinstance(raw, dict):
+        return {}, "metrics: expected an object"
+    out = {}
+    for name, v in raw.items():
+        if not isinstance(name, str) or not name.replace("_", "").isalnum():
+            return {}, f"metrics.{name}: a metric name is letters, digits and underscores"
+        if isinstance(v, dict):
+            value, unit, better = v.get("value"), v.get("unit", ""), v.get("better", "none")
+        else:
+            value, unit, better = v, "", "none"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return {}, f"metrics.{name}: expected a number, got {value!r}"
+        if better not in BETTER or not isinstance(unit, str):
+            return {}, f"metrics.{name}: better must be one of {', '.join(BETTER)} and unit a string"
+        out[name] = {"value": value, "unit": unit, "better": better}
+    return out, None
 
 
 def run_verdict(argv: list[str], cwd: Path, timeout_s: float, cpus: list[int] | None = None,
@@ -55,4 +89,7 @@ def run_verdict(argv: list[str], cwd: Path, timeout_s: float, cpus: list[int] | 
     else:
         detail = f"verdict not ok (exit {proc.returncode})"
     produced = data.get("produced", 0)
-    return Verdict(ok, detail, checks, argv, produced if isinstance(produced, int) else 0)
+    metrics, bad = parse_metrics(data.get("metrics"))
+    if bad is not None:
+        ok, detail = False, f"malformed verdict: {bad}"
+    return Verdict(ok, detail, checks, argv, produced if isinstance(produced, int) else 0, metrics)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ExitCode, InputError, LangbenchError
+from .runtimes import runtime_names
 from .manifest import discover
 from .profiles import PROFILES, cpu_layout, get_profile
 
@@ -102,6 +103,8 @@ def cmd_run(args, interop_only: bool = False) -> int:
         selection = [(sc, impls) for sc, impls in selection if sc.interop is not None]
         if not selection:
             raise InputError("none of the selected scenarios declares an interop matrix")
+    from .deps import check_installed
+    check_installed([sc for sc, _ in selection])
     runtime = choose_runtime(args.runtime)
     allow_uncapped = getattr(args, "allow_uncapped", False)
     runtime.allow_uncapped = allow_uncapped
@@ -116,7 +119,8 @@ def cmd_run(args, interop_only: bool = False) -> int:
     runner = Runner(root=root, selection=selection, runtime=runtime, profile=profile,
                     profile_name=profile_name, layout=layout, out_dir=out_dir, trials=trials,
                     seed=args.seed, interop=not getattr(args, "no_interop", False),
-                    progress=Progress(quiet=args.quiet), run_id=run_id, allow_uncapped=allow_uncapped)
+                    progress=Progress(quiet=args.quiet), run_id=run_id, allow_uncapped=allow_uncapped,
+                    keep_instance_files=getattr(args, "keep_instance_files", False))
     try:
         if interop_only:
             cells = runner.interop_only()
@@ -235,6 +239,23 @@ def parse_threshold(text: str) -> float:
     return value
 
 
+def cmd_deps(args) -> int:
+    from .deps import install, missing
+    from .manifest import discover
+    cat = discover(project_root(args.root))
+    scenarios = list(cat.scenarios.values())
+    for sc in scenarios:
+        for req in sc.python_requires:
+            print(f"{sc.name}: {req}")
+    todo = missing(scenarios)
+    if todo and args.install:
+        install(todo)
+        todo = missing(scenarios)
+    for sc, req, why in todo:
+        print(f"MISSING {sc}: {req} ({why})", file=sys.stderr)
+    return ExitCode.FAILURE if todo else ExitCode.OK
+
+
 def cmd_compare(args) -> int:
     from .compare_fmt import FAILING, render_compare
     from .results import flat_rows, load
@@ -251,8 +272,8 @@ def cmd_compare(args) -> int:
         print(f"langbench: warning: {warnings[-1]}", file=sys.stderr)
     failures = {(v.get("scenario"), v.get("name")): " ".join(str(v.get("failure") or "failed").split())
                 for v in cur.get("implementations", {}).values() if v.get("status") == "failed"}
-    verdicts = compare(flat_rows(base), flat_rows(cur), threshold, current_failures=failures)
-    sys.stdout.write(render_compare(verdicts, args.format, threshold, base, cur, warnings=warnings))
+    verdicts = compare(flat_rows(base), flat_rows(cur), threshold, current_failures=failures, fdr=args.fdr)
+    sys.stdout.write(render_compare(verdicts, args.format, threshold, base, cur, warnings=warnings, fdr=args.fdr))
     return ExitCode.FAILURE if any(v["verdict"] in FAILING for v in verdicts) else ExitCode.OK
 
 
@@ -304,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("scenarios", nargs="*" if not interop else "+", metavar="SCENARIO")
         s.add_argument("--impl", action="append", metavar="LANG",
                        help="implementation or language to include (repeatable)")
-        s.add_argument("--runtime", choices=["auto", "process", "docker"], default="auto",
+        s.add_argument("--runtime", choices=["auto", *runtime_names()], default="auto",
                        help="where servers run (auto: docker when a daemon answers, else process)")
         s.add_argument("--profile", choices=sorted(PROFILES), default="quick" if interop else "standard")
         s.add_argument("--out", metavar="DIR", help="results folder (default: a new folder under results/)")
@@ -318,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--allow-uncapped", action="store_true",
                        help="measure even when the profile's CPU quota cannot be applied (recorded in every row); "
                             "without it that is an error (exit 2)")
+        s.add_argument("--keep-instance-files", action="store_true",
+                       help="keep what servers wrote into their instance folders (default: kept only for a failed "
+                            "instance; sizes are recorded either way)")
 
     s = sub.add_parser("run", help="build, verify and measure; write results and a report")
     run_opts(s, False)
@@ -329,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_opts(s, True)
     s.add_argument("--format", choices=["text", "json"], default="text")
     s.set_defaults(func=lambda a: cmd_run(a, interop_only=True), no_report=True)
+
+    s = sub.add_parser("deps", help="the Python packages the scenarios' checks need (scenario.toml [python])")
+    s.add_argument("--install", action="store_true", help="install the missing ones into this environment (pip)")
+    s.set_defaults(func=cmd_deps)
 
     s = sub.add_parser("images", help="build the local base images for the docker runtime (from Debian packages)")
     s.add_argument("base", nargs="*", metavar="BASE", help="cc, python, java (default: all)")
@@ -361,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="compare runs that differ in runtime, profile, CPU quota or layout, or machine "
                         "(a warning instead of exit 2)")
+    s.add_argument("--fdr", choices=["bh", "none"], default="bh",
+                   help="false-discovery control across the compare's tests: bh (Benjamini-Hochberg, q < 0.05; "
+                        "the default) or none (each verdict its own test at 5%%)")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("new", help="scaffold a scenario and four implementation skeletons")

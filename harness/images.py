@@ -21,7 +21,7 @@ which were added.
 Where a registry is reachable the official images can be used instead:
 either as the Debian root (`langbench images --root-image debian:bookworm-slim`)
 or per implementation at build time (LANGBENCH_BASE_IMAGE_<NAME>, see
-docker_rt.py).
+runtimes/docker.py).
 
 Everything goes through the Docker SDK for Python; nothing parses docker CLI
 output.

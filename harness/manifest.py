@@ -18,7 +18,9 @@ from .errors import InputError, ManifestError
 SCENARIO_FILE = "scenario.toml"
 IMPL_FILE = "langbench.toml"
 READINESS_KINDS = ("tcp", "grpc", "http", "command")
-LEVEL_KINDS = ("concurrency", "rate")
+LEVEL_KINDS = ("concurrency", "rate")           # the built-in ones; drivers may declare more
+LEVEL_PREFIX = {"concurrency": "c", "rate": "r"}
+PROFILE_FIELDS = ("duration_s", "warmup_s")
 
 
 # --------------------------------------------------------------------------- model
@@ -72,40 +74,69 @@ class ServiceImage:
     command: list[str] | None      # overrides the image's CMD (None: the image's own)
 
 
+FAULT_ACTIONS = ("stop", "kill", "start", "restart")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One action of a fault schedule: at a fraction of every load window of
+    the workload, stop (SIGTERM), kill (SIGKILL), start or restart a target
+    (a scenario service)."""
+
+    at: float          # 0 < at < 1: fraction of the level's duration after the tool started
+    action: str        # stop | kill | start | restart
+    target: str
+
+    def to_json(self) -> dict:
+        return {"at": self.at, "action": self.action, "target": self.target}
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
     description: str
     driver: str
     params: dict[str, Any]
+    faults: list[Fault] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class ProfileLevels:
-    """The load levels of one profile for one scenario."""
+    """The load levels of one profile for one scenario: concurrency and rate,
+    and any other level kind a driver declares (e.g. `connections = [1000,
+    5000]` for a connection ramp). A workload runs the levels of the kinds
+    its driver takes."""
 
     concurrency: list[int]
     rate: list[int]
     duration_s: float
     warmup_s: float
+    other: dict[str, list[int]] = field(default_factory=dict)
 
-    def levels(self) -> list["Level"]:
+    def levels(self, kinds: tuple[str, ...] | None = None) -> list["Level"]:
         out = [Level("concurrency", c) for c in self.concurrency]
         out += [Level("rate", r, concurrency=max(self.concurrency or [16])) for r in self.rate]
-        return out
+        for kind, values in self.other.items():
+            out += [Level(kind, v) for v in values]
+        return [lv for lv in out if kinds is None or lv.kind in kinds]
+
+    def kinds(self) -> set[str]:
+        return ({"concurrency"} if self.concurrency else set()) | ({"rate"} if self.rate else set()) \
+            | {k for k, v in self.other.items() if v}
 
 
 @dataclass(frozen=True)
 class Level:
     """One load level: a closed-loop concurrency or an open-loop rate."""
 
-    kind: str           # "concurrency" | "rate"
+    kind: str           # "concurrency" | "rate" | a kind a driver declares
     value: int
     concurrency: int | None = None   # workers behind an open-loop rate
 
     @property
     def key(self) -> str:
-        return f"c{self.value}" if self.kind == "concurrency" else f"r{self.value}"
+        prefix = LEVEL_PREFIX.get(self.kind)
+        return f"{prefix}{self.value}" if prefix else f"{self.kind}-{self.value}"
 
     def to_json(self) -> dict:
         d = {"kind": self.kind, "value": self.value, "key": self.key}
@@ -128,9 +159,11 @@ class Scenario:
     services: list[Service]
     before_instance: CommandSpec | None   # run before each server start (fresh topic...)
     after_load: CommandSpec | None        # run after every load phase (event counts...)
+    after_stop: CommandSpec | None        # run once the server has stopped (files it finalised...)
     workloads: list[Workload]
     profiles: dict[str, ProfileLevels]
     manifest_path: Path
+    python_requires: list[str] = field(default_factory=list)   # packages its checks need (PEP 508)
 
     def workload(self, name: str) -> Workload:
         for w in self.workloads:
@@ -357,13 +390,71 @@ def _service_image(t: "_Table | None", sc_dir: Path) -> ServiceImage | None:
     return ServiceImage(dockerfile, context, t.str_list("command") or None)
 
 
+def _faults(w: _Table, services: list[str]) -> list[Fault]:
+    """faults = [{at = 0.4, action = "stop", target = "kafka"}, {at = 0.6, action = "start", target = "kafka"}]"""
+    raw = w.get("faults", list, default=[])
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise w.err(f"faults[{i}]", "expected a table {at, action, target}")
+        f = _Table(item, w.path, f"{w.prefix}faults[{i}].")
+        f.check_keys({"at", "action", "target"})
+        at = f.get("at", float, required=True)
+        if not 0 < at < 1:
+            raise f.err("at", f"a fraction of the load window strictly between 0 and 1, got {at}")
+        action = f.get("action", str, required=True)
+        if action not in FAULT_ACTIONS:
+            raise f.err("action", f"'{action}' is not one of {', '.join(FAULT_ACTIONS)}")
+        target = f.get("target", str, required=True)
+        if target not in services:
+            raise f.err("target", f"no service named '{target}' (services: {', '.join(services) or 'none'})")
+        out.append(Fault(at, action, target))
+    return out
+
+
+def _workload_drivers(raw: list, workloads: list[Workload], path: Path) -> dict:
+    """Each workload's driver, its params validated by the driver itself."""
+    from .drivers import get_driver  # noqa: PLC0415 - drivers import this module
+    out = {}
+    for i, w in enumerate(workloads):
+        t = _Table(raw[i], path, f"workloads[{i}].")
+        try:
+            d = get_driver(w.driver)
+        except InputError as exc:
+            raise t.err("driver", str(exc)) from None
+        problems = d.validate(w.params, path.parent)
+        if problems:
+            field_, message = problems[0]
+            raise t.err(field_, message)
+        out[w.name] = d
+    return out
+
+
+def _python_requires(t: _Table) -> list[str]:
+    """[python] requires = ["lz4==4.4.4", ...]: what the scenario's checks and
+    tools import beyond the harness; installed by setup (langbench deps)."""
+    sub = t.sub("python")
+    if sub is None:
+        return []
+    sub.check_keys({"requires"})
+    reqs = sub.str_list("requires")
+    from packaging.requirements import InvalidRequirement, Requirement  # noqa: PLC0415
+    for i, r in enumerate(reqs):
+        try:
+            Requirement(r)
+        except InvalidRequirement as exc:
+            raise sub.err(f"requires[{i}]", f"'{r}' is not a valid requirement: {exc}") from None
+    return reqs
+
+
 # --------------------------------------------------------------------------- loaders
 
 def load_scenario(path: Path) -> Scenario:
     path = Path(path)
     t = _Table(_read_toml(path), path)
     t.check_keys({"name", "title", "description", "protocol", "env", "readiness", "verify",
-                  "interop", "workloads", "profiles", "services", "before_instance", "after_load"})
+                  "interop", "workloads", "profiles", "services", "before_instance", "after_load",
+                  "after_stop", "python"})
     name = t.get("name", str, required=True)
     if name != path.parent.name:
         raise t.err("name", f"'{name}' differs from the folder name '{path.parent.name}'")
@@ -393,23 +484,35 @@ def load_scenario(path: Path) -> Scenario:
         if not isinstance(raw, dict):
             raise t.err(f"workloads[{i}]", "expected a table")
         w = _Table(raw, path, f"workloads[{i}].")
-        w.check_keys({"name", "description", "driver", "params"})
+        w.check_keys({"name", "description", "driver", "params", "faults"})
         wname = w.get("name", str, required=True)
         if wname in seen:
             raise w.err("name", f"duplicate workload '{wname}'")
         seen.add(wname)
         workloads.append(Workload(wname, w.get("description", str, default=""),
-                                  w.get("driver", str, required=True), w.get("params", dict, default={})))
+                                  w.get("driver", str, required=True), w.get("params", dict, default={}),
+                                  _faults(w, names)))
 
+    drivers = _workload_drivers(raw_workloads, workloads, path)
     profiles = {}
     ptable = t.sub("profiles", required=True)
     for pname in ptable.data:
         p = ptable.sub(pname, required=True)
-        p.check_keys({"concurrency", "rate", "duration_s", "warmup_s"})
+        all_kinds = set().union(*(set(d.level_kinds) for d in drivers.values()))
+        for key in p.data:
+            if key not in PROFILE_FIELDS and key not in all_kinds:
+                raise p.err(key, f"no workload's driver takes '{key}' levels (level kinds here: "
+                                 f"{', '.join(sorted(all_kinds))}; other fields: {', '.join(PROFILE_FIELDS)})")
+        other = {k: p.int_list(k) for k in p.data if k not in PROFILE_FIELDS and k not in LEVEL_KINDS}
         levels = ProfileLevels(p.int_list("concurrency"), p.int_list("rate"),
-                               p.positive("duration_s", 10.0), p.get("warmup_s", float, default=0.0))
-        if not levels.concurrency and not levels.rate:
-            raise p.err("concurrency", "a profile needs at least one concurrency or rate level")
+                               p.positive("duration_s", 10.0), p.get("warmup_s", float, default=0.0), other)
+        if not levels.kinds():
+            raise p.err("concurrency", "a profile needs at least one level (concurrency, rate or another kind)")
+        for i, w in enumerate(workloads):
+            if not levels.kinds() & set(drivers[w.name].level_kinds):
+                raise p.err(next(iter(sorted(levels.kinds()))),
+                            f"workload '{w.name}' gets no level: its driver {w.driver} takes "
+                            f"{', '.join(drivers[w.name].level_kinds)} levels")
         profiles[pname] = levels
 
     return Scenario(
@@ -419,7 +522,8 @@ def load_scenario(path: Path) -> Scenario:
         env=t.str_map("env"), readiness=readiness, verify=verify,
         interop=_command(t, "interop", 60.0), services=services,
         before_instance=_command(t, "before_instance", 120.0),
-        after_load=_command(t, "after_load", 120.0), workloads=workloads, profiles=profiles,
+        after_load=_command(t, "after_load", 120.0), after_stop=_command(t, "after_stop", 120.0),
+        python_requires=_python_requires(t), workloads=workloads, profiles=profiles,
         manifest_path=path,
     )
 

@@ -137,6 +137,10 @@ def flat_rows(data: dict) -> list[dict]:
         thr = server.get("throttling") or {}
         quota = inst.get("quota") or {}
         warm = (inst.get("warmup") or {}).get(m["workload"]) or {}
+        # a check after the server stopped (files it finalised...) that failed
+        # makes every level of that instance unusable
+        stop_check = inst.get("after_stop") or {}
+        stop_failed = bool(stop_check) and not stop_check.get("ok")
         rows.append({
             "run_id": data.get("run_id"),
             "scenario": m["scenario"],
@@ -149,7 +153,7 @@ def flat_rows(data: dict) -> list[dict]:
             "level_value": level["value"],
             "trial": m["trial"],
             "verified": bool((inst.get("verify") or {}).get("ok")),
-            "ok": bool(m.get("ok")),
+            "ok": bool(m.get("ok")) and not stop_failed,
             "rps": _r(load_.get("rps"), 1),
             "requests": load_.get("count"),
             "errors": load_.get("errors"),
@@ -191,6 +195,7 @@ def flat_rows(data: dict) -> list[dict]:
             if m.get("services") else None,
             "services_rss_mb": _r(sum(v["rss_mb"] or 0 for v in (m.get("services") or {}).values()))
             if m.get("services") else None,
-            "error": m.get("error"),
+            "error": m.get("error") or (f"check after stop failed: {stop_check.get('detail')}"
+                                        if stop_failed else None),
         })
     return rows

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from . import sampling
 from .errors import LangbenchError, ServerError
+from .limits import nofile_target
 from .manifest import Scenario, Service, expand
 from .readiness import wait_ready
 from .runtimes import LaunchSpec
 from .runtimes.process import ProcessRuntime
 
-HOST = "127.0.0.1"
 
 
 class RunningService:
@@ -42,22 +42,22 @@ class RunningService:
 
 class ServiceManager:
     def __init__(self, scenario: Scenario, run_id: str, cpus: list[int], out_dir: Path,
-                 base_placeholders: dict[str, str], free_port, sample_hz: float, progress=print,
+                 base_placeholders: dict[str, str], sample_hz: float, progress=print,
                  runtime=None):
         self.scenario = scenario
         self.run_id = run_id
         self.cpus = cpus
         self.out_dir = out_dir
         self.base = dict(base_placeholders)
-        self.free_port = free_port
         self.sample_hz = sample_hz
         self.progress = progress
-        self.runtime = ProcessRuntime()
-        # the run's docker runtime, when it is one: services with an image run in containers
-        self.docker = runtime if getattr(runtime, "name", None) == "docker" else None
+        # the run's runtime places services (process: native; docker: a container
+        # of the service's image when it declares one, else native)
+        self.runtime = runtime if runtime is not None else ProcessRuntime()
+        self.host = self.runtime.address("service")
         self.running: dict[str, RunningService] = {}
         for svc in scenario.services:
-            ports = {name: free_port() for name in svc.ports}
+            ports = {name: self.runtime.free_port("service") for name in svc.ports}
             self.running[svc.name] = RunningService(svc, ports, out_dir / "services" / svc.name)
 
     # ---------------------------------------------------------------- placeholders
@@ -67,7 +67,7 @@ class ServiceManager:
             for pname, port in rs.ports.items():
                 d[f"svc.{name}.{pname}"] = str(port)
             d[f"svc.{name}.dir"] = str(rs.workdir)
-            d[f"svc.{name}.host"] = HOST
+            d[f"svc.{name}.host"] = self.host
         return d
 
     def _ph(self) -> dict[str, str]:
@@ -92,13 +92,12 @@ class ServiceManager:
             if code != 0:
                 raise ServerError(f"service {rs.svc.name}: setup exited with code {code} (log: {log})")
         for rs in self.running.values():
-            if self.docker is None or rs.svc.docker is None:
-                continue
-            self.progress(f"{self.scenario.name}: building the image of service {rs.svc.name}")
             try:
-                rs.image = self.docker.prepare_service(rs.svc, self.scenario, self.out_dir / "logs")
+                rs.image = self.runtime.prepare_service(rs.svc, self.scenario, self.out_dir / "logs")
             except LangbenchError as exc:
                 raise ServerError(f"service {rs.svc.name}: {exc}") from None
+            if rs.image is None:
+                continue
             self.progress(f"{self.scenario.name}: service {rs.svc.name} image {rs.image['tag']} "
                           f"{rs.image['size_mb']:.0f} MB{' (cached)' if rs.image['cached'] else ''}")
 
@@ -108,20 +107,17 @@ class ServiceManager:
         ph = self._ph()
         env = {k: expand(v, ph) for k, v in rs.svc.env.items()}
         spec = LaunchSpec(run_id=self.run_id, key=f"{self.run_id}-svc-{self.scenario.name}-{name}-{rs.restarts}",
-                          impl=None, scenario=self.scenario, host=HOST,
+                          impl=None, scenario=self.scenario, host=self.host,
                           port=next(iter(rs.ports.values()), 0), cpus=self.cpus, cpu_quota=None, env=env,
                           command=[expand(a, ph) for a in rs.svc.command],
                           log_path=self.out_dir / "logs" / f"service-{self.scenario.name}-{name}.log",
-                          cwd=self.scenario.dir)
+                          cwd=self.scenario.dir, role="service", mounts={str(rs.workdir): "rw"},
+                          nofile=nofile_target())
+        if rs.svc.docker is not None and rs.svc.docker.command:
+            spec.image_command = [expand(a, ph) for a in rs.svc.docker.command]
+        rs.handle = self.runtime.start_service(spec, rs.svc, rs.image)
         if rs.image is not None:
-            from .runtimes.docker_rt import SERVICE_LABEL  # noqa: PLC0415
-            spec.mounts = {str(rs.workdir): "rw"}
-            spec.labels = {SERVICE_LABEL: f"{self.scenario.name}/{name}"}
-            cmd = [expand(a, ph) for a in rs.svc.docker.command] if rs.svc.docker.command else None
-            rs.handle = self.docker.start_image(spec, rs.image["id"], cmd)
             rs.container = rs.handle.describe()
-        else:
-            rs.handle = self.runtime.start(spec)
         readiness = rs.svc.readiness
         if readiness.kind == "command":
             readiness = replace(readiness, params={**readiness.params,
@@ -129,7 +125,7 @@ class ServiceManager:
         port = int(expand(str(readiness.params.get("port", spec.port)), ph))
         h = rs.handle
         try:
-            rs.startup_s = wait_ready(readiness, HOST, port, h.alive,
+            rs.startup_s = wait_ready(readiness, self.host, port, h.alive,
                                       lambda: f"exit code {h.exit_code()}; log: {h.log_tail()}", h.started_at,
                                       poll_s=0.25)
         except ServerError as exc:
@@ -143,12 +139,13 @@ class ServiceManager:
         for name in self.running:
             self.start(name)
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str, grace_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after grace_s (0: kill at once, a crash)."""
         rs = self.running[name]
         if rs.sampler is not None:
             rs.sampler.stop()
         if rs.handle is not None:
-            rs.handle.stop(grace_s=10.0)
+            rs.handle.stop(grace_s=grace_s)
             rs.handle = None
 
     def restart(self, name: str) -> None:
@@ -199,11 +196,11 @@ class ServiceManager:
         return out
 
 
-def wait_port_closed(port: int, timeout_s: float = 10.0) -> None:
+def wait_port_closed(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -> None:
     import socket
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with socket.socket() as s:
-            if s.connect_ex((HOST, port)) != 0:
+            if s.connect_ex((host, port)) != 0:
                 return
         time.sleep(0.1)

@@ -24,8 +24,8 @@ from harness import images, sampling
 from harness.manifest import discover
 from harness.readiness import wait_ready
 from harness.runtimes import LaunchSpec
-from harness.runtimes import docker_rt
-from harness.runtimes.docker_rt import (CgroupFiles, DockerRuntime, cpu_percent, dockerfile_base,
+from harness.runtimes import docker as docker_rt
+from harness.runtimes.docker import (CgroupFiles, DockerRuntime, cpu_percent, dockerfile_base,
                                         memory_usage, stats_memory)
 
 from .conftest import ROOT
@@ -457,8 +457,7 @@ def test_agreement_with_docker_stats_go_server_under_ghz(rt, dclient, tmp_path):
                        "cpus": "1", "host": "127.0.0.1"})
     assert b.ok, b.error
     rt.prepare(impl, sc, tmp_path)
-    from harness.runner import free_port
-    port = free_port()
+    port = rt.free_port("server")
     h = rt.start(spec(impl, sc, tmp_path / "go.log", port=port))
     ghz = None
     try:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import ToolError
+from ..limits import apply_nofile, nofile_target
 from ..manifest import Level, Scenario, Workload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -50,8 +51,11 @@ def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | N
     final CPU times still readable), and `on_start(None)` at the end, so
     that a sampler can read the tool's CPU over its send window alone.
     """
+    nofile = nofile_target()
+
     def pin() -> None:
         os.sched_setaffinity(0, cpus)
+        apply_nofile(nofile)
 
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
@@ -181,8 +185,87 @@ class LoadResult:
         return asdict(self)
 
 
-class Driver(abc.ABC):
+@dataclass(frozen=True)
+class Param:
+    """One workload parameter a driver accepts (scenario.toml [workloads.params])."""
+
     name: str
+    kind: type | tuple            # str, int, float, bool, list, dict (int accepted for float)
+    required: bool = False
+    help: str = ""
+    path: bool = False            # a file relative to the scenario folder that must exist
+    min: float | None = None      # for numbers
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A figure a driver (or a check) produces, as results, compare and the report show it."""
+
+    name: str
+    unit: str
+    better: str                   # higher | lower | none
+    description: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# What every request/response driver reports per level (LoadResult fields).
+LOAD_METRICS = (
+    Metric("rps", "req/s", "higher", "correct answers per second over the send window"),
+    Metric("p50_ms", "ms", "lower", "median latency"),
+    Metric("p90_ms", "ms", "lower", "90th percentile latency"),
+    Metric("p99_ms", "ms", "lower", "99th percentile latency"),
+    Metric("p999_ms", "ms", "lower", "99.9th percentile latency"),
+    Metric("max_ms", "ms", "lower", "largest latency"),
+    Metric("errors", "count", "lower", "failed calls (transport errors, timeouts, unexpected statuses)"),
+)
+
+
+def _type_ok(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    if float in kinds and isinstance(value, int):
+        return True
+    return isinstance(value, kinds)
+
+
+class Driver(abc.ABC):
+    """A load tool behind one interface. Declares the level kinds it accepts,
+    the workload parameters it takes and the metrics it produces; the
+    manifest loader calls validate() so that a bad parameter is an error
+    (exit 2) before anything is built."""
+
+    name: str
+    level_kinds: tuple[str, ...] = ("concurrency",)
+    params: tuple[Param, ...] = ()
+    metrics: tuple[Metric, ...] = LOAD_METRICS
+
+    def validate(self, params: dict, scenario_dir: Path) -> list[tuple[str, str]]:
+        """Problems with a workload's params: (field, message) pairs, the
+        field relative to the workload ("params.proto")."""
+        problems = []
+        known = {p.name: p for p in self.params}
+        for key in params:
+            if key not in known:
+                problems.append((f"params.{key}", f"unknown parameter of driver {self.name} "
+                                                  f"(known: {', '.join(sorted(known)) or 'none'})"))
+        for p in self.params:
+            if p.name not in params:
+                if p.required:
+                    problems.append((f"params.{p.name}", f"missing (required by driver {self.name})"))
+                continue
+            v = params[p.name]
+            if not _type_ok(v, p.kind):
+                names = [k.__name__ for k in (p.kind if isinstance(p.kind, tuple) else (p.kind,))]
+                problems.append((f"params.{p.name}", f"expected {' or '.join(names)}, got {type(v).__name__} {v!r}"))
+                continue
+            if p.min is not None and isinstance(v, (int, float)) and v < p.min:
+                problems.append((f"params.{p.name}", f"must be at least {p.min:g}, got {v}"))
+            if p.path and not (scenario_dir / str(v)).is_file():
+                problems.append((f"params.{p.name}", f"no file '{v}' in the scenario folder"))
+        return problems
 
     @abc.abstractmethod
     def version(self) -> str: ...

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import InputError, ToolError
 from ..manifest import Level, Scenario, Workload
-from .base import (Driver, LoadResult, correct_coordinated_omission, find_tool,
+from .base import (Driver, LoadResult, Param, correct_coordinated_omission, find_tool,
                    latency_summary, run_pinned)
 
 
@@ -55,6 +55,15 @@ def _parse_ts(ts: str) -> float:
 
 class Ghz(Driver):
     name = "ghz"
+    level_kinds = ("concurrency", "rate")
+    params = (
+        Param("proto", str, required=True, path=True, help=".proto file, relative to the scenario folder"),
+        Param("call", str, required=True, help="fully-qualified method"),
+        Param("data_file", str, required=True, path=True, help="JSON request data (an array: round-robin)"),
+        Param("ok_status", list, help="status codes that count as a correct answer (default [\"OK\"])"),
+        Param("connections", int, min=1, help="HTTP/2 connections (default min(concurrency, 8))"),
+        Param("status_ratio", dict, help="expected mix of answers, e.g. {OK = 200, NotFound = 10}"),
+    )
 
     @lru_cache(maxsize=1)
     def version(self) -> str:

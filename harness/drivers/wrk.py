@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError, ToolError
-from .base import Driver, LoadResult, find_tool, run_pinned
+from .base import Driver, LoadResult, Param, find_tool, run_pinned
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 TIMEOUT_S = 10
@@ -30,6 +30,13 @@ TIMEOUT_S = 10
 
 class Wrk(Driver):
     name = "wrk"
+    level_kinds = ("concurrency",)       # closed loop only
+    params = (
+        Param("script", str, required=True, path=True, help="Lua script, relative to the scenario folder"),
+        Param("path", str, help="URL path (default /)"),
+        Param("ok_status", list, help="HTTP statuses that count as a correct answer (default [\"200\"])"),
+        Param("drain_s", float, min=0, help="seconds at the end of each run without new requests (default 2)"),
+    )
 
     @lru_cache(maxsize=1)
     def version(self) -> str:

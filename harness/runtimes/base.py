@@ -5,7 +5,7 @@ import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..manifest import Implementation, Scenario
+from ..manifest import Implementation, Scenario, Service
 
 
 @dataclass
@@ -25,6 +25,9 @@ class LaunchSpec:
     cwd: Path | None = None       # working directory (default: the implementation's folder)
     mounts: dict[str, str] = field(default_factory=dict)   # containers: host path -> "rw"|"ro", same path inside
     cfs_period_us: int = 10_000   # the CFS period the quota is granted over (µs)
+    role: str = "server"          # server | client | service: where a runtime places it
+    nofile: int | None = None     # open-file limit (soft = hard); None: inherited
+    image_command: list[str] | None = None   # a service's container command (expanded), None: the image's CMD
 
 
 @dataclass
@@ -80,7 +83,14 @@ class ServerHandle(abc.ABC):
         return " | ".join(line.strip() for line in text[-lines:])
 
 
+ROLES = ("server", "client", "service")
+
+
 class Runtime(abc.ABC):
+    """Where servers and services run. A runtime module
+    `harness/runtimes/<name>.py` defines RUNTIME, its Runtime subclass, whose
+    `name` is the module's name."""
+
     name: str
 
     @abc.abstractmethod
@@ -93,6 +103,31 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     def start(self, spec: LaunchSpec) -> ServerHandle: ...
+
+    # -- placement: the seam for hosts by role (one machine here)
+    def address(self, role: str) -> str:
+        """The address that what runs in `role` listens on, as others reach it."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        return "127.0.0.1"
+
+    def free_port(self, role: str) -> int:
+        """A free TCP port on the host of `role`."""
+        import socket  # noqa: PLC0415
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((self.address(role), 0))
+            return s.getsockname()[1]
+
+    # -- scenario services (a broker...)
+    def prepare_service(self, svc: Service, scenario: Scenario, log_dir: Path) -> dict | None:
+        """Anything to do once per run before a service starts (an image...);
+        None when the service runs as a native process here."""
+        return None
+
+    def start_service(self, spec: LaunchSpec, svc: Service, prepared: dict | None) -> ServerHandle:
+        """Start one of a scenario's services; `prepared` is what
+        prepare_service returned."""
+        return self.start(spec)
 
     def check_quota(self, quota: float | None, period_us: int) -> dict:
         """Whether the CPU quota can be applied here; raises QuotaError when it

@@ -184,6 +184,9 @@ class DockerHandle(ServerHandle):
             privileged=False, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             stdin_open=False, tty=False,
         )
+        if spec.nofile:
+            import docker.types  # noqa: PLC0415
+            kwargs["ulimits"] = [docker.types.Ulimit(name="nofile", soft=int(spec.nofile), hard=int(spec.nofile))]
         if spec.cpu_quota is not None:
             # cpu_period + cpu_quota rather than nano_cpus: nano_cpus always
             # uses the kernel's default 100 ms period, whose 50 ms stalls would
@@ -402,6 +405,7 @@ class DockerRuntime(Runtime):
         self.auto_bases = auto_bases
         self.images: dict[str, dict] = {}          # impl id -> image facts
         self._mine: set[str] = set()                # containers created by this process, not yet removed
+        self._native = None                         # image-less services: native processes
         atexit.register(self._atexit)
 
     @property
@@ -458,12 +462,12 @@ class DockerRuntime(Runtime):
         self.images[impl.id] = info
         return {"image": info}
 
-    def prepare_service(self, svc: Service, scenario: Scenario, log_dir: Path) -> dict:
+    def prepare_service(self, svc: Service, scenario: Scenario, log_dir: Path) -> dict | None:
         """Build a scenario service's image (after its setup has fetched what
         the image copies), cached by a hash of its build context."""
         img_spec = svc.docker
         if img_spec is None:
-            raise ToolError(f"service {svc.name}: no docker image declared")
+            return None          # declares no image: a native process under this runtime too
         c = self.client
         base = dockerfile_base(img_spec.dockerfile) or "scratch"
         if base != "scratch" and images.image_or_none(c, base) is None and base in images.LOCAL_TAGS:
@@ -491,6 +495,18 @@ class DockerRuntime(Runtime):
         return {"id": img.id, "tag": tag, "size_mb": img.attrs["Size"] / 1e6, "size_bytes": img.attrs["Size"],
                 "build_s": time.monotonic() - t0, "cached": cached, "log": str(log_path),
                 "base": describe_base(c, base, False)}
+
+    def start_service(self, spec: LaunchSpec, svc: Service, prepared: dict | None) -> ServerHandle:
+        """A service with an image runs as a container of it, its data folder
+        (the spec's mounts) read-write at the same path; one without stays a
+        native process, as under the process runtime."""
+        if prepared is None:
+            from .process import ProcessRuntime  # noqa: PLC0415
+            if self._native is None:
+                self._native = ProcessRuntime()
+            return self._native.start(spec)
+        spec.labels = {**spec.labels, SERVICE_LABEL: f"{spec.scenario.name}/{svc.name}"}
+        return self.start_image(spec, prepared["id"], spec.image_command)
 
     def start_image(self, spec: LaunchSpec, image_ref: str, command: list[str] | None = None) -> DockerHandle:
         """A container of a given image (a scenario service's)."""
@@ -604,3 +620,5 @@ def describe_base(c, ref: str, override: bool) -> dict:
                  origin=labels.get(images.ORIGIN_LABEL) or "registry image",
                  local_ca=labels.get("langbench.base.local_ca") or None)
     return d
+
+RUNTIME = DockerRuntime

@@ -17,6 +17,7 @@ import psutil
 
 from . import cgroups
 from ..errors import QuotaError
+from ..limits import apply_nofile
 from .base import LaunchSpec, Runtime, ServerHandle, StopResult
 
 RUN_ENV = "LANGBENCH_RUN_ID"
@@ -36,8 +37,12 @@ class ProcessHandle(ServerHandle):
         cpus = list(spec.cpus)
         cg = self.cgroup
 
+        nofile = spec.nofile
+
         def pin() -> None:  # runs in the child before exec
             os.sched_setaffinity(0, cpus)
+            if nofile:
+                apply_nofile(nofile)
             if cg is not None:
                 cg.add(os.getpid())
 
@@ -238,3 +243,5 @@ class ProcessRuntime(Runtime):
                 "cpu_quota_mechanism": f"cgroup v{found[0]} CFS quota" if found else "none (no writable cgroup)",
                 "cpu_accounting": "cgroup cumulative usage" if found else "psutil cpu_times",
                 "memory": "proportional set size (PSS), summed over the process tree"}
+
+RUNTIME = ProcessRuntime

@@ -1,0 +1,124 @@
+"""The instance's own folder, raised open-file limits and the check after stop,
+for real: a scaffolded scenario whose Python server writes what it saw into
+its instance folder on SIGTERM, and an after-stop check that reads it back,
+under both runtimes. A variant that writes nothing must fail at after-stop,
+keep its folder, and leave nothing running."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from harness import results
+from harness.limits import nofile_target
+
+from ..conftest import ROOT, langbench_processes
+
+pytestmark = pytest.mark.e2e
+
+SERVER_PATCH = '''
+import json as _json, resource as _resource
+
+_served = [0]
+_orig_answer = Handler.answer
+
+
+def _counting_answer(self, status, body):
+    if status == 200:
+        _served[0] += 1
+    return _orig_answer(self, status, body)
+
+
+Handler.answer = _counting_answer
+
+
+def _write_stop_file():
+    if os.environ.get("WRITE_STOP_FILE", "1") != "1":
+        return
+    folder = os.environ["LANGBENCH_INSTANCE_DIR"]
+    soft, hard = _resource.getrlimit(_resource.RLIMIT_NOFILE)
+    with open(os.path.join(folder, "stopped.json.tmp"), "w") as fh:
+        _json.dump({"served": _served[0], "nofile_soft": soft, "nofile_hard": hard}, fh)
+    os.rename(os.path.join(folder, "stopped.json.tmp"), os.path.join(folder, "stopped.json"))
+
+
+if __name__ == "__main__":
+    main()
+    _write_stop_file()
+'''
+
+CHECK = '''"""After stop: the server's stop file exists and counts at least the correct answers seen."""
+import json, os, sys
+folder, ok_total = sys.argv[1], int(sys.argv[2])
+path = os.path.join(folder, "stopped.json")
+if not os.path.exists(path):
+    print(json.dumps({"ok": False, "checks": [{"name": "stop file", "ok": False,
+                      "detail": "no stopped.json in " + folder}]}))
+    sys.exit(1)
+d = json.load(open(path))
+ok = d["served"] >= ok_total
+print(json.dumps({"ok": ok, "checks": [{"name": "served", "ok": ok, "detail": f"{d['served']} served, {ok_total} counted"}],
+                  "metrics": {"served": d["served"], "nofile": {"value": d["nofile_soft"], "unit": "files", "better": "none"}}}))
+sys.exit(0 if ok else 1)
+'''
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lifecycle") / "proj"
+    (root / "scenarios").mkdir(parents=True)
+    (root / "implementations").mkdir()
+    if (ROOT / "tools").is_dir():
+        shutil.copytree(ROOT / "tools", root / "tools")
+    cli = [sys.executable, "-m", "harness.cli", "--root", str(root)]
+    assert subprocess.run([*cli, "new", "stopfile"], capture_output=True, text=True).returncode == 0
+    sc = root / "scenarios" / "stopfile"
+    (sc / "after_stop.py").write_text(CHECK)
+    toml = (sc / "scenario.toml").read_text()
+    toml = toml.replace("\n[env]\n", '\n[after_stop]\ncommand = ["{python}", "{scenario_dir}/after_stop.py", '
+                                      '"{instance_dir}", "{ok_total}"]\ntimeout_s = 30\n\n[env]\n', 1)
+    (sc / "scenario.toml").write_text(toml)
+    impls = root / "implementations" / "stopfile"
+    for other in ("go", "rust", "scala"):
+        shutil.rmtree(impls / other)
+    server = impls / "python" / "server.py"
+    src = server.read_text().replace('if __name__ == "__main__":\n    main()\n', "")
+    server.write_text(src + SERVER_PATCH)
+    shutil.copytree(impls / "python", impls / "python-silent")
+    manifest = impls / "python-silent" / "langbench.toml"
+    manifest.write_text(manifest.read_text().replace('[run]\n', '[run]\nenv = { WRITE_STOP_FILE = "0" }\n', 1))
+    return root, cli
+
+
+@pytest.mark.parametrize("runtime", ["process", "docker"])
+def test_instance_folder_nofile_and_after_stop(project, tmp_path, runtime):
+    root, cli = project
+    out = tmp_path / "run"
+    proc = subprocess.run([*cli, "run", "stopfile", "--runtime", runtime, "--profile", "quick",
+                           "--out", str(out), "--no-report", "--no-interop"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stderr[-3000:]        # the silent variant fails
+    data = results.load(out)
+    insts = {i["implementation_id"]: i for i in data["instances"]}
+    good, silent = insts["stopfile/python"], insts["stopfile/python-silent"]
+    # the good one: the check read the file the server wrote after SIGTERM
+    assert good["error"] is None and good["after_stop"]["ok"], good["after_stop"]
+    m = good["after_stop"]["metrics"]
+    assert m["served"]["value"] >= good["ok_total"] > 0
+    assert m["nofile"]["value"] == good["nofile"] == nofile_target()
+    assert good["instance_files"] == {"count": 1, "bytes": good["instance_files"]["bytes"], "kept": False}
+    assert not (out / "instances" / "stopfile-python-t1").exists()
+    # the silent one: failed at after-stop, its (empty) folder recorded, the run's other results kept
+    assert "check after stop failed" in silent["error"] and "no stopped.json" in silent["error"]
+    assert data["implementations"]["stopfile/python-silent"]["failure"].startswith("after-stop:")
+    assert data["implementations"]["stopfile/python"]["status"] == "ok"
+    rows = results.flat_rows(data)
+    assert {r["implementation"] for r in rows if r["ok"]} >= {"python"}
+    assert langbench_processes() == []
+    if runtime == "docker":
+        left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=langbench.run={data['run_id']}"],
+                              capture_output=True, text=True).stdout.split()
+        assert left == []

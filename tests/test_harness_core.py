@@ -1,0 +1,152 @@
+"""Harness core seams: drivers validate their own params and declare level
+kinds and metrics; runtimes are found by name and place by role; scenario
+Python dependencies; check metrics; open-file limits."""
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from harness import deps, limits
+from harness.checks import parse_metrics, run_verdict
+from harness.drivers import get_driver
+from harness.drivers.base import run_pinned
+from harness.errors import InputError, ManifestError
+from harness.manifest import Level, load_scenario
+from harness.runtimes import get_runtime, runtime_names
+
+
+def _scenario(mini_root):
+    return mini_root / "scenarios" / "notes-grpc" / "scenario.toml"
+
+
+@pytest.mark.parametrize("old, new, field, words", [
+    ('driver = "ghz"', 'driver = "loadinator"', "workloads[0].driver", "unknown load driver 'loadinator'"),
+    ('call = "notes.Noticeboard.GetNoteByTitle"', 'call = "x"\ncolour = "red"', "workloads[0].params.colour",
+     "unknown parameter of driver ghz"),
+    ('call = "notes.Noticeboard.GetNoteByTitle"', '', "workloads[0].params.call", "missing (required by driver ghz)"),
+    ('data_file = "data/titles.json"', 'data_file = "data/nope.json"', "workloads[0].params.data_file",
+     "no file 'data/nope.json'"),
+    ('data_file = "data/titles.json"', 'data_file = "data/titles.json"\nconnections = "eight"',
+     "workloads[0].params.connections", "expected int"),
+    ('data_file = "data/titles.json"', 'data_file = "data/titles.json"\nconnections = 0',
+     "workloads[0].params.connections", "at least 1"),
+    ('rate = [1000]', 'rate = [1000]\nconnections = [1000]', "profiles.quick.connections",
+     "no workload's driver takes 'connections' levels"),
+])
+def test_driver_validates_its_params_when_the_manifest_loads(mini_root, old, new, field, words):
+    toml = _scenario(mini_root)
+    text = toml.read_text()
+    assert old in text
+    toml.write_text(text.replace(old, new, 1))
+    with pytest.raises(ManifestError) as exc:
+        load_scenario(toml)
+    assert exc.value.field == field and words in str(exc.value), str(exc.value)
+
+
+def test_bad_driver_param_is_exit_2_before_any_build(mini_root):
+    toml = _scenario(mini_root)
+    toml.write_text(toml.read_text().replace("[workloads.params]\nproto", "[workloads.params]\nbogus = 1\nproto", 1))
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "--root", str(mini_root), "run", "--runtime",
+                           "process", "--profile", "quick"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "params.bogus" in proc.stderr
+    assert not (mini_root / ".langbench").exists()          # nothing was built
+
+
+def test_level_kinds_go_to_the_workloads_whose_driver_takes_them(mini_root):
+    sc = load_scenario(_scenario(mini_root))
+    lv = sc.profiles["quick"]
+    assert lv.kinds() == {"concurrency", "rate"}
+    wrk, ghz = get_driver("wrk"), get_driver("ghz")
+    assert [x.key for x in lv.levels(wrk.level_kinds)] == ["c16", "c64"]
+    assert [x.key for x in lv.levels(ghz.level_kinds)] == ["c16", "c64", "r1000"]
+    assert Level("connections", 5000).key == "connections-5000"
+    # every driver declares its metrics with a direction
+    for d in (wrk, ghz):
+        assert {m.name for m in d.metrics} >= {"rps", "p99_ms", "errors"}
+        assert all(m.better in ("higher", "lower", "none") for m in d.metrics)
+
+
+def test_a_profile_that_leaves_a_workload_without_levels_is_refused(mini_root):
+    toml = _scenario(mini_root)
+    text = toml.read_text()
+    # events-kafka style: a wrk workload beside a rate-only profile gets nothing
+    text = text.replace('driver = "ghz"', 'driver = "wrk"', 1).replace(
+        'proto = "notes.proto"\ncall = "notes.Noticeboard.GetNoteByTitle"\ndata_file = "data/titles.json"',
+        'script = "check.py"', 1)
+    text = text.replace('ok_status = ["OK", "NotFound"]', 'ok_status = ["200"]', 1)
+    text = text.replace("status_ratio = { OK = 200, NotFound = 10 }", "", 1)
+    text = text.replace("concurrency = [16, 64]\nrate = [1000]", "rate = [1000]", 1)
+    toml.write_text(text)
+    with pytest.raises(ManifestError) as exc:
+        load_scenario(toml)
+    assert exc.value.field == "profiles.quick.rate" and "workload 'unary' gets no level" in str(exc.value)
+
+
+def test_runtimes_by_name_and_placement():
+    assert {"process", "docker"} <= set(runtime_names())
+    assert "base" not in runtime_names() and "cgroups" not in runtime_names()
+    rt = get_runtime("process")
+    assert rt.name == "process"
+    for role in ("server", "client", "service"):
+        assert rt.address(role) == "127.0.0.1"
+        port = rt.free_port(role)
+        assert 1024 < port < 65536
+    with pytest.raises(ValueError):
+        rt.address("database")
+    with pytest.raises(InputError) as exc:
+        get_runtime("kubernetes")
+    assert "known: docker" in str(exc.value) and "process" in str(exc.value)
+
+
+def test_scenario_python_dependencies(mini_root, tmp_path):
+    toml = _scenario(mini_root)
+    text = toml.read_text()
+    toml.write_text(text.replace("requires = [", 'requires = ["no-such-package-langbench==1.0", ', 1))
+    sc = load_scenario(toml)
+    gone = deps.missing([sc])
+    assert gone == [("notes-grpc", "no-such-package-langbench==1.0", "not installed")]
+    with pytest.raises(InputError) as exc:
+        deps.check_installed([sc])
+    assert "scenario.toml: field 'python.requires'" in str(exc.value)
+    too_old = SimpleNamespace(name="x", python_requires=["pytest>=999"])
+    assert deps.missing([too_old])[0][2].endswith("installed")
+    assert deps.missing([SimpleNamespace(name="x", python_requires=["pytest>=1"])]) == []
+    toml.write_text(text.replace("requires = [", 'requires = ["not a requirement!!", ', 1))
+    with pytest.raises(ManifestError) as exc2:
+        load_scenario(toml)
+    assert exc2.value.field == "python.requires[0]"
+
+
+def test_check_metrics_are_parsed_and_validated(tmp_path):
+    m, bad = parse_metrics({"records": 12, "recovery_s": {"value": 1.5, "unit": "s", "better": "lower"}})
+    assert bad is None and m == {"records": {"value": 12, "unit": "", "better": "none"},
+                                 "recovery_s": {"value": 1.5, "unit": "s", "better": "lower"}}
+    for raw, words in [({"x": "many"}, "metrics.x: expected a number"), ({"x": True}, "expected a number"),
+                       ({"x": {"value": 1, "better": "up"}}, "better must be"), ({"a b": 1}, "metric name"),
+                       ([1], "expected an object")]:
+        assert words in parse_metrics(raw)[1]
+    script = tmp_path / "v.py"
+    script.write_text('import json; print(json.dumps({"ok": True, "checks": [], "metrics": {"n": "x"}}))')
+    v = run_verdict([sys.executable, str(script)], tmp_path, 10)
+    assert not v.ok and "malformed verdict: metrics.n" in v.detail
+    script.write_text('import json; print(json.dumps({"ok": True, "checks": [], "metrics": {"n": 3}}))')
+    v = run_verdict([sys.executable, str(script)], tmp_path, 10)
+    assert v.ok and v.to_json()["metrics"]["n"]["value"] == 3
+
+
+def test_load_tools_get_the_raised_open_file_limit():
+    want = limits.nofile_target()
+    assert want >= resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    run = run_pinned(["sh", "-c", "ulimit -n; ulimit -Hn"], [0], timeout_s=10)
+    soft, hard = run.stdout.split()
+    assert int(soft) == int(hard) == want
+    if limits.can_raise_hard_limits():
+        assert want == min(limits.NOFILE, int(open("/proc/sys/fs/nr_open").read()))
+    else:
+        assert want == resource.getrlimit(resource.RLIMIT_NOFILE)[1]       # the hard limit is the ceiling

@@ -1,0 +1,279 @@
+"""The runner's phases with a fake runtime and a fake driver (no processes,
+no load tool): phase order, counting of correct answers, a fault schedule
+during a level, an after-stop check over the instance folder, a server that
+dies under load, a failed verification, and Ctrl-C. Runs in seconds."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import phases as phases_mod
+from harness import runner as runner_mod
+from harness.drivers.base import Driver, LoadResult
+from harness.manifest import (CommandSpec, Fault, Implementation, ProfileLevels, Readiness, Scenario, Service,
+                              VerifyStep, Workload)
+from harness.profiles import CpuLayout, Profile
+from harness.results import flat_rows, load
+from harness.runner import Progress, Runner
+from harness.runtimes.base import Runtime, ServerHandle, StopResult
+
+TRUE = [sys.executable, "-c", "pass"]
+
+
+class FakeHandle(ServerHandle):
+    def __init__(self, rt, spec):
+        self.rt, self.spec = rt, spec
+        self.started_at = time.monotonic()
+        self.code = None
+        self.stopped = False
+        rt.started.append(self)
+
+    def alive(self):
+        if self.spec.impl is not None and self.spec.impl.name in self.rt.die_after_first_level \
+                and self.rt.levels_run.get(self.spec.impl.name, 0) >= 1:
+            self.code = 137
+        return self.code is None and not self.stopped
+
+    def exit_code(self):
+        return self.code
+
+    def cpu_seconds(self):
+        return 0.25 * (time.monotonic() - self.started_at)     # a server using a quarter core
+
+    def memory_bytes(self):
+        return 40_000_000
+
+    def quota_applied(self):
+        return (self.spec.cpu_quota, self.spec.cfs_period_us)
+
+    def stop(self, grace_s=5.0):
+        if not self.stopped and self.code is None and self.spec.impl is not None:
+            folder = Path(self.spec.env["LANGBENCH_INSTANCE_DIR"])
+            (folder / "final.json").write_text(json.dumps({"pid": os.getpid()}))
+        self.stopped = True
+        self.rt.stops.append((self.spec.key, grace_s))
+        return StopResult(0 if self.code is None else self.code, 0.01, False)
+
+    def describe(self):
+        return {"fake": True}
+
+
+class FakeRuntime(Runtime):
+    name = "fake"
+
+    def __init__(self):
+        self.started: list[FakeHandle] = []
+        self.stops: list[tuple[str, float]] = []
+        self.levels_run: dict[str, int] = {}
+        self.die_after_first_level: set[str] = set()
+
+    def available(self):
+        return True, "fake"
+
+    def start(self, spec):
+        return FakeHandle(self, spec)
+
+    def cleanup_leftovers(self, current_run=None):
+        return []
+
+    def running(self):
+        return [h for h in self.started if not h.stopped]
+
+
+class FakeDriver(Driver):
+    name = "fake"
+    level_kinds = ("concurrency",)
+
+    def __init__(self, rt: FakeRuntime, interrupt_at: str | None = None):
+        self.rt = rt
+        self.interrupt_at = interrupt_at
+
+    def version(self):
+        return "fake 1"
+
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None):
+        impl = target_impl[target]
+        if self.interrupt_at == impl:
+            raise KeyboardInterrupt()
+        on_start(os.getpid())
+        t0 = time.monotonic()
+        time.sleep(duration_s)
+        t1 = time.monotonic()
+        on_start("exited")
+        on_start(None)
+        if raw_path is not None:
+            self.rt.levels_run[impl] = self.rt.levels_run.get(impl, 0) + 1
+        n = 100 * level.value
+        return LoadResult(tool="fake", tool_version="1", command=["fake"], level=level.to_json(),
+                          duration_s=duration_s, wall_s=t1 - t0, count=n, ok_count=n, errors=0,
+                          rps=n / (t1 - t0), latency_ms={"p50": 1.0, "p90": 2.0, "p99": 3.0, "p999": 4.0,
+                                                         "max": 5.0, "mean": 1.2},
+                          send_t0=t0, send_t1=t1)
+
+
+target_impl: dict[str, str] = {}       # target -> implementation name (the fake driver's only view)
+
+
+def _scenario(tmp: Path, faults=(), after_stop=True, verify_ok=True) -> Scenario:
+    d = tmp / "scenarios" / "fake"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "after_stop.py").write_text(
+        "import json, os, sys\n"
+        "ok = os.path.exists(os.path.join(sys.argv[1], 'final.json'))\n"
+        "print(json.dumps({'ok': ok, 'checks': [{'name': 'final', 'ok': ok, 'detail': sys.argv[1]}],"
+        " 'metrics': {'answers': int(sys.argv[2])}}))\n"
+        "sys.exit(0 if ok else 1)\n")
+    (d / "verify.py").write_text(
+        "import json, sys\n"
+        f"ok = {verify_ok!r} or sys.argv[1] != 'bad'\n"
+        "print(json.dumps({'ok': ok, 'checks': [{'name': 'v', 'ok': ok, 'detail': 'x'}], 'produced': 2}))\n"
+        "sys.exit(0 if ok else 1)\n")
+    ready = Readiness("command", {"command": TRUE}, 5.0)
+    svc = Service("svc", None, TRUE, {}, [], ready, 10.0)
+    return Scenario(
+        name="fake", title="fake", description="", protocol="none", dir=d, env={}, readiness=ready,
+        verify=[VerifyStep("v", [sys.executable, str(d / "verify.py"), "{impl_name}"], 10.0, [])],
+        interop=None, services=[svc], before_instance=None, after_load=None,
+        after_stop=CommandSpec([sys.executable, str(d / "after_stop.py"), "{instance_dir}", "{ok_total}"], 10.0)
+        if after_stop else None,
+        workloads=[Workload("w", "", "fake", {}, list(faults))],
+        profiles={"quick": ProfileLevels([1, 2], [], 0.3, 0.0)}, manifest_path=d / "scenario.toml")
+
+
+def _impl(tmp: Path, name: str) -> Implementation:
+    d = tmp / "implementations" / "fake" / name
+    d.mkdir(parents=True, exist_ok=True)
+    return Implementation(scenario="fake", name=name, language=name, framework="f", description="", dir=d,
+                          build=None, artifacts=[], requires=[], exclude=[], run=["server"],
+                          run_env={"IMPL": name}, client=None, tuning={"t": "1"}, manifest_path=d / "x.toml")
+
+
+PROFILE = Profile("quick", server_cpu_quota=0.5, cfs_period_us=10_000, sample_hz=20.0, idle_s=0.1, trials=1,
+                  client_bound_threshold=0.99, noisy_foreign_cores=10.0, noisy_steal_cores=10.0,
+                  warmup_window_s=0.1, warmup_tolerance=0.5, warmup_max_s=1.0)
+
+
+@pytest.fixture
+def harness_env(monkeypatch, tmp_path):
+    rt = FakeRuntime()
+    drivers = {"fake": FakeDriver(rt)}
+    monkeypatch.setattr(runner_mod, "get_driver", lambda name: drivers[name])
+    monkeypatch.setattr(phases_mod, "get_driver", lambda name: drivers[name])
+    monkeypatch.setattr(runner_mod.hostcpu, "pin_all_threads", lambda cpus: [])
+    monkeypatch.setattr(runner_mod.builder, "build", _fake_build)
+    orig_new = phases_mod.InstanceRun._new_instance
+
+    def new_instance(self):
+        ctx = orig_new(self)
+        target_impl[ctx.target] = ctx.impl.name
+        ctx.placeholders["impl_name"] = ctx.impl.name
+        return ctx
+    monkeypatch.setattr(phases_mod.InstanceRun, "_new_instance", new_instance)
+    return rt, drivers, tmp_path
+
+
+def _fake_build(impl, sc, cache_dir, log, ph):
+    from harness.build import BuildResult
+    return BuildResult(ok=True, cached=True, seconds=0.0, artifact_bytes=None, source_hash="fake", command=None,
+                       log=str(log))
+
+
+def _runner(tmp, rt, sc, impls, trials=1) -> Runner:
+    cpus = sorted(os.sched_getaffinity(0))
+    return Runner(root=tmp, selection=[(sc, impls)], runtime=rt, profile=PROFILE, profile_name="quick",
+                  layout=CpuLayout(client=cpus[:1], server=cpus[1:2] or cpus[:1]), out_dir=tmp / "out",
+                  trials=trials, seed=1, interop=False, progress=Progress(quiet=True))
+
+
+def test_phases_in_order_with_a_fault_and_an_after_stop_check(harness_env):
+    rt, _, tmp = harness_env
+    sc = _scenario(tmp, faults=[Fault(0.2, "stop", "svc"), Fault(0.6, "start", "svc")])
+    r = _runner(tmp, rt, sc, [_impl(tmp, "good")])
+    r.run()
+    data = load(tmp / "out")
+    assert data["status"] == "complete"
+    inst = data["instances"][0]
+    names = [p["name"] for p in inst["phases"]]
+    assert names[0] == "idle" and "w c1" in names and "w c2" in names
+    assert names.index("w c1") < names.index("w c2")
+    # a fault: stopped at 20% and started at 60% of each level, marked in the time series
+    for m in data["measurements"]:
+        acts = [(e["action"], e["target"], e["ok"]) for e in m["faults"]]
+        assert acts == [("stop", "svc", True), ("start", "svc", True)], m["faults"]
+        t_stop, t_start = m["faults"][0]["t"], m["faults"][1]["t"]
+        assert 0.3 * 0.3 < t_start - t_stop < 0.3 * 0.7        # 40% of 0.3 s apart, give or take
+    assert sum(n.startswith("fault: stop svc") for n in names) == 2
+    assert data["services"]["fake"]["svc"]["restarts"] == 2
+    # correct answers counted once each: verify produced 2, levels 100 and 200
+    assert inst["ok_total"] == 2 + 100 + 200
+    # the after-stop check saw the file the server wrote at SIGTERM, and its metric
+    assert inst["after_stop"]["ok"] and inst["after_stop"]["metrics"]["answers"]["value"] == 302
+    assert inst["instance_files"]["count"] == 1 and not inst["instance_files"]["kept"]
+    assert not Path(inst["instance_dir"]).exists()
+    rows = flat_rows(data)
+    assert [r_["ok"] for r_ in rows] == [True, True]
+    assert all(0.2 < r_["cpu_cores"] < 0.3 for r_ in rows)           # the fake server's quarter core
+    assert rt.running() == []
+
+
+def test_a_server_that_dies_under_load_fails_alone(harness_env):
+    rt, _, tmp = harness_env
+    rt.die_after_first_level.add("dies")
+    sc = _scenario(tmp)
+    r = _runner(tmp, rt, sc, [_impl(tmp, "dies"), _impl(tmp, "fine")])
+    r.run()
+    data = load(tmp / "out")
+    assert data["implementations"]["fake/dies"]["status"] == "failed"
+    assert data["implementations"]["fake/dies"]["failure"].startswith("run: server died")
+    assert data["implementations"]["fake/fine"]["status"] == "ok"
+    dies = next(i for i in data["instances"] if i["implementation_id"] == "fake/dies")
+    assert dies["crashed"] and dies["after_stop"] is None       # never stopped cleanly: no after-stop check
+    assert dies["instance_files"]["count"] == 0
+    rows = {(r_["implementation"], r_["level"]): r_ for r_ in flat_rows(data)}
+    # it died during c1: that level failed with the reason, c2 never ran
+    assert not rows[("dies", "c1")]["ok"] and "server died under load" in rows[("dies", "c1")]["error"]
+    assert ("dies", "c2") not in rows
+    assert all(rows[("fine", lv)]["ok"] for lv in ("c1", "c2"))
+    assert rt.running() == []
+
+
+def test_failed_verification_is_never_loaded(harness_env):
+    rt, _, tmp = harness_env
+    sc = _scenario(tmp, verify_ok=False)
+    r = _runner(tmp, rt, sc, [_impl(tmp, "bad"), _impl(tmp, "good")])
+    r.run()
+    data = load(tmp / "out")
+    assert data["implementations"]["fake/bad"]["failure"].startswith("verify:")
+    assert {m["implementation_id"] for m in data["measurements"]} == {"fake/good"}
+    assert rt.levels_run == {"good": 2}
+    assert rt.running() == []
+
+
+def test_after_stop_failure_fails_the_implementation(harness_env, monkeypatch):
+    rt, _, tmp = harness_env
+    monkeypatch.setattr(FakeHandle, "stop", lambda self, grace_s=5.0: (
+        setattr(self, "stopped", True), StopResult(0, 0.01, False))[1])
+    sc = _scenario(tmp)
+    _runner(tmp, rt, sc, [_impl(tmp, "nofile")]).run()
+    data = load(tmp / "out")
+    assert data["implementations"]["fake/nofile"]["failure"].startswith("after-stop:")
+    assert all(not r_["ok"] and "check after stop failed" in r_["error"] for r_ in flat_rows(data))
+
+
+def test_ctrl_c_stops_everything_and_keeps_what_was_measured(harness_env):
+    rt, drivers, tmp = harness_env
+    drivers["fake"].interrupt_at = "second"
+    sc = _scenario(tmp)
+    r = _runner(tmp, rt, sc, [_impl(tmp, "first"), _impl(tmp, "second")])
+    with pytest.raises(KeyboardInterrupt):
+        r.run()
+    data = load(tmp / "out")
+    assert data["status"] == "interrupted"
+    assert rt.running() == []                               # servers and the service stopped
+    done = {m["implementation_id"] for m in data["measurements"]}
+    assert done <= {"fake/first"}                           # what ran before Ctrl-C is kept
