@@ -81,11 +81,31 @@ def _new_out_dir(root: Path, out: str | None, run_id: str) -> Path:
     return root / "results" / run_id
 
 
+def _with_mix(cat, args):
+    """--mix a=go --mix b=rust,c=scala: one mixed topology of one scenario
+    (plus the implementations --impl names, if any)."""
+    from .manifest import mix
+    if len(args.scenarios or []) != 1:
+        raise InputError("--mix: name exactly one scenario (the one whose topology is mixed)")
+    sc = cat.scenario(args.scenarios[0])
+    assignment: dict[str, str] = {}
+    for item in args.mix:
+        for part in item.split(","):
+            node, sep, impl = part.partition("=")
+            if not sep or not node.strip() or not impl.strip():
+                raise InputError(f"--mix: '{part}' is not NODE=IMPLEMENTATION")
+            assignment[node.strip()] = impl.strip()
+    impls = cat.implementations.get(sc.name, [])
+    chosen = [i for i in impls if args.impl and (i.name in args.impl or i.language in args.impl)]
+    return [(sc, chosen + [mix(sc, impls, assignment)])]
+
+
 def cmd_run(args, interop_only: bool = False) -> int:
     from .runner import Progress, Runner
     root = project_root(args.root)
     cat = discover(root)
-    selection = cat.select(args.scenarios or None, args.impl or None)
+    selection = _with_mix(cat, args) if getattr(args, "mix", None) else cat.select(args.scenarios or None,
+                                                                                    args.impl or None)
     profile_name = args.profile
     profile = get_profile(profile_name)
     if getattr(args, "cfs_period_us", None) is not None:
@@ -216,7 +236,12 @@ def cmd_results(args) -> int:
     from .tables import FORMATS
     data = load(Path(args.dir))
     rows = flat_rows(data)
-    if args.summary:
+    if args.summary and args.nodes:
+        raise InputError("--summary and --nodes: choose one")
+    if args.nodes:
+        from .results import NODE_COLUMNS, node_rows
+        text = FORMATS[args.format](node_rows(data), NODE_COLUMNS)
+    elif args.summary:
         from .summary import summary_columns, summary_rows
         text = FORMATS[args.format](summary_rows(rows), summary_columns())
     else:
@@ -339,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--allow-uncapped", action="store_true",
                        help="measure even when the profile's CPU quota cannot be applied (recorded in every row); "
                             "without it that is an error (exit 2)")
+        s.add_argument("--mix", action="append", metavar="NODE=IMPL[,NODE=IMPL...]",
+                       help="run one mixed-language topology of the scenario on purpose: each node from the "
+                            "implementation named for it (repeatable)")
         s.add_argument("--keep-instance-files", action="store_true",
                        help="keep what servers wrote into their instance folders (default: kept only for a failed "
                             "instance; sizes are recorded either way)")
@@ -375,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("results", help="a run's flat table: one row per measurement")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--format", choices=["csv", "json", "markdown"], default="csv")
+    s.add_argument("--nodes", action="store_true",
+                   help="one row per measurement and node (implementations that run as several nodes)")
     s.add_argument("--summary", action="store_true",
                    help="one row per scenario, implementation, workload and level: medians, 95%% intervals, CV")
     s.add_argument("-o", "--output", metavar="FILE")

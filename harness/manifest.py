@@ -20,6 +20,7 @@ IMPL_FILE = "langbench.toml"
 READINESS_KINDS = ("tcp", "grpc", "http", "command")
 LEVEL_KINDS = ("concurrency", "rate")           # the built-in ones; drivers may declare more
 LEVEL_PREFIX = {"concurrency": "c", "rate": "r"}
+SINGLE_NODE = "server"                          # the one node of an implementation with [run]
 PROFILE_FIELDS = ("duration_s", "warmup_s")
 
 
@@ -81,7 +82,7 @@ FAULT_ACTIONS = ("stop", "kill", "start", "restart")
 class Fault:
     """One action of a fault schedule: at a fraction of every load window of
     the workload, stop (SIGTERM), kill (SIGKILL), start or restart a target
-    (a scenario service)."""
+    (a scenario service, or a node of the implementation's topology)."""
 
     at: float          # 0 < at < 1: fraction of the level's duration after the tool started
     action: str        # stop | kill | start | restart
@@ -146,6 +147,33 @@ class Level:
 
 
 @dataclass(frozen=True)
+class Topology:
+    """A scenario whose implementations run as several named nodes (A -> B ->
+    C): the order they start in, the one the load tool and the checks talk
+    to, and per-node readiness (default: the scenario's)."""
+
+    nodes: list[str]
+    entry: str
+    readiness: dict[str, Readiness]
+
+    def to_json(self) -> dict:
+        return {"nodes": self.nodes, "entry": self.entry}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """How one node of an implementation runs: its command (host side, the
+    process runtime), env, and optionally the command its container runs
+    instead of the image's CMD (docker runtime)."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    container_command: list[str] | None = None
+    owner: "Implementation | None" = None    # a mixed topology: the implementation this node comes from
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     title: str
@@ -164,6 +192,15 @@ class Scenario:
     profiles: dict[str, ProfileLevels]
     manifest_path: Path
     python_requires: list[str] = field(default_factory=list)   # packages its checks need (PEP 508)
+    topology: Topology | None = None      # None: one node per implementation (its [run])
+
+    @property
+    def node_names(self) -> list[str]:
+        return self.topology.nodes if self.topology else [SINGLE_NODE]
+
+    @property
+    def entry(self) -> str:
+        return self.topology.entry if self.topology else SINGLE_NODE
 
     def workload(self, name: str) -> Workload:
         for w in self.workloads:
@@ -189,10 +226,18 @@ class Implementation:
     client: list[str] | None
     tuning: dict[str, str]
     manifest_path: Path
+    node_specs: dict[str, NodeSpec] = field(default_factory=dict)   # [nodes.NAME]; empty: one node, [run]
+    parts: list["Implementation"] = field(default_factory=list)     # a mixed topology: what it is made of
 
     @property
     def id(self) -> str:
         return f"{self.scenario}/{self.name}"
+
+    def node(self, name: str) -> NodeSpec:
+        """The spec of one node; the single node of a [run] implementation is SINGLE_NODE."""
+        if self.node_specs:
+            return self.node_specs[name]
+        return NodeSpec(SINGLE_NODE, list(self.run), dict(self.run_env))
 
 
 @dataclass
@@ -390,7 +435,7 @@ def _service_image(t: "_Table | None", sc_dir: Path) -> ServiceImage | None:
     return ServiceImage(dockerfile, context, t.str_list("command") or None)
 
 
-def _faults(w: _Table, services: list[str]) -> list[Fault]:
+def _faults(w: _Table, services: list[str], nodes: list[str]) -> list[Fault]:
     """faults = [{at = 0.4, action = "stop", target = "kafka"}, {at = 0.6, action = "start", target = "kafka"}]"""
     raw = w.get("faults", list, default=[])
     out = []
@@ -406,8 +451,9 @@ def _faults(w: _Table, services: list[str]) -> list[Fault]:
         if action not in FAULT_ACTIONS:
             raise f.err("action", f"'{action}' is not one of {', '.join(FAULT_ACTIONS)}")
         target = f.get("target", str, required=True)
-        if target not in services:
-            raise f.err("target", f"no service named '{target}' (services: {', '.join(services) or 'none'})")
+        if target not in services and target not in nodes:
+            raise f.err("target", f"no service or node named '{target}' "
+                                  f"(services: {', '.join(services) or 'none'}; nodes: {', '.join(nodes) or 'none'})")
         out.append(Fault(at, action, target))
     return out
 
@@ -428,6 +474,31 @@ def _workload_drivers(raw: list, workloads: list[Workload], path: Path) -> dict:
             raise t.err(field_, message)
         out[w.name] = d
     return out
+
+
+def _topology(t: _Table, default_readiness: Readiness) -> Topology | None:
+    """[topology] nodes = ["a", "b", "c"], entry = "a", readiness.b = {...}"""
+    sub = t.sub("topology")
+    if sub is None:
+        return None
+    sub.check_keys({"nodes", "entry", "readiness"})
+    nodes = sub.str_list("nodes", required=True, nonempty=True)
+    for i, n in enumerate(nodes):
+        if not n.isidentifier():
+            raise sub.err(f"nodes[{i}]", f"'{n}' is not a node name (letters, digits, underscores)")
+    if len(set(nodes)) != len(nodes):
+        raise sub.err("nodes", "a node is named twice")
+    entry = sub.get("entry", str, default=nodes[0])
+    if entry not in nodes:
+        raise sub.err("entry", f"'{entry}' is not one of the nodes ({', '.join(nodes)})")
+    ready = {}
+    rt = sub.sub("readiness")
+    if rt is not None:
+        for name in rt.data:
+            if name not in nodes:
+                raise rt.err(name, f"no node named '{name}'")
+            ready[name] = _readiness(rt.sub(name, required=True))
+    return Topology(nodes, entry, {n: ready.get(n, default_readiness) for n in nodes})
 
 
 def _python_requires(t: _Table) -> list[str]:
@@ -454,12 +525,13 @@ def load_scenario(path: Path) -> Scenario:
     t = _Table(_read_toml(path), path)
     t.check_keys({"name", "title", "description", "protocol", "env", "readiness", "verify",
                   "interop", "workloads", "profiles", "services", "before_instance", "after_load",
-                  "after_stop", "python"})
+                  "after_stop", "python", "topology"})
     name = t.get("name", str, required=True)
     if name != path.parent.name:
         raise t.err("name", f"'{name}' differs from the folder name '{path.parent.name}'")
 
     readiness = _readiness(t.sub("readiness", required=True))
+    topology = _topology(t, readiness)
     services = []
     for i, raw in enumerate(t.get("services", list, default=[])):
         if not isinstance(raw, dict):
@@ -491,7 +563,7 @@ def load_scenario(path: Path) -> Scenario:
         seen.add(wname)
         workloads.append(Workload(wname, w.get("description", str, default=""),
                                   w.get("driver", str, required=True), w.get("params", dict, default={}),
-                                  _faults(w, names)))
+                                  _faults(w, names, topology.nodes if topology else [])))
 
     drivers = _workload_drivers(raw_workloads, workloads, path)
     profiles = {}
@@ -523,7 +595,8 @@ def load_scenario(path: Path) -> Scenario:
         interop=_command(t, "interop", 60.0), services=services,
         before_instance=_command(t, "before_instance", 120.0),
         after_load=_command(t, "after_load", 120.0), after_stop=_command(t, "after_stop", 120.0),
-        python_requires=_python_requires(t), workloads=workloads, profiles=profiles,
+        python_requires=_python_requires(t), topology=topology, workloads=workloads,
+        profiles=profiles,
         manifest_path=path,
     )
 
@@ -531,7 +604,7 @@ def load_scenario(path: Path) -> Scenario:
 def load_implementation(path: Path, scenario: str) -> Implementation:
     path = Path(path)
     t = _Table(_read_toml(path), path)
-    t.check_keys({"language", "framework", "description", "build", "run", "client", "tuning"})
+    t.check_keys({"language", "framework", "description", "build", "run", "nodes", "client", "tuning"})
     build = t.sub("build")
     artifacts: list[str] = []
     requires: list[str] = []
@@ -544,8 +617,23 @@ def load_implementation(path: Path, scenario: str) -> Implementation:
         artifacts = build.str_list("artifact")
         requires = build.str_list("requires")
         exclude = build.str_list("exclude")
-    run = t.sub("run", required=True)
-    run.check_keys({"command", "env"})
+    node_specs: dict[str, NodeSpec] = {}
+    nodes = t.sub("nodes")
+    if nodes is not None:
+        if "run" in t.data:
+            raise t.err("run", "declare either [run] (one node) or [nodes.NAME] (several), not both")
+        for name in nodes.data:
+            n = nodes.sub(name, required=True)
+            n.check_keys({"command", "env", "container_command"})
+            node_specs[name] = NodeSpec(name, n.str_list("command", required=True, nonempty=True),
+                                        n.str_map("env"), n.str_list("container_command") or None)
+        if not node_specs:
+            raise nodes.err("", "declares no node")
+        first = next(iter(node_specs.values()))
+        run_cmd, run_env = first.command, first.env
+    run = t.sub("run", required=nodes is None)
+    if run is not None:
+        run.check_keys({"command", "env"})
     client = t.sub("client")
     client_cmd = None
     if client is not None:
@@ -565,9 +653,62 @@ def load_implementation(path: Path, scenario: str) -> Implementation:
         framework=t.get("framework", str, required=True),
         description=t.get("description", str, default=""), dir=path.parent.resolve(),
         build=build_spec, artifacts=artifacts, requires=requires, exclude=exclude,
-        run=run.str_list("command", required=True, nonempty=True), run_env=run.str_map("env"),
-        client=client_cmd, tuning=tuning_map, manifest_path=path,
+        run=run.str_list("command", required=True, nonempty=True) if run is not None else run_cmd,
+        run_env=run.str_map("env") if run is not None else run_env,
+        client=client_cmd, tuning=tuning_map, manifest_path=path, node_specs=node_specs,
     )
+
+
+def _check_nodes(impl: Implementation, sc: Scenario) -> None:
+    """An implementation declares exactly the scenario's nodes."""
+    if sc.topology is None:
+        if impl.node_specs:
+            raise ManifestError(impl.manifest_path, "nodes",
+                                f"scenario {sc.name} runs one node per implementation: declare [run]")
+        return
+    if not impl.node_specs:
+        raise ManifestError(impl.manifest_path, "run", f"scenario {sc.name} runs the nodes "
+                            f"{', '.join(sc.topology.nodes)}: declare [nodes.NAME] for each instead of [run]")
+    for name in sc.topology.nodes:
+        if name not in impl.node_specs:
+            raise ManifestError(impl.manifest_path, f"nodes.{name}", "missing (a node of the scenario's topology)")
+    for name in impl.node_specs:
+        if name not in sc.topology.nodes:
+            raise ManifestError(impl.manifest_path, f"nodes.{name}",
+                                f"not a node of scenario {sc.name} ({', '.join(sc.topology.nodes)})")
+
+
+def mix(sc: Scenario, impls: list[Implementation], assignment: dict[str, str]) -> Implementation:
+    """A mixed-language topology run on purpose: each node of the scenario
+    from the implementation named for it (`--mix a=go --mix b=rust ...`)."""
+    if sc.topology is None:
+        raise InputError(f"--mix: scenario {sc.name} runs one node per implementation (no [topology])")
+    by_name = {i.name: i for i in impls}
+    for node in assignment:
+        if node not in sc.topology.nodes:
+            raise InputError(f"--mix: scenario {sc.name} has no node '{node}' (nodes: {', '.join(sc.topology.nodes)})")
+    specs, parts = {}, []
+    for node in sc.topology.nodes:
+        if node not in assignment:
+            raise InputError(f"--mix: no implementation given for node '{node}' of {sc.name}")
+        owner = by_name.get(assignment[node])
+        if owner is None:
+            raise InputError(f"--mix: {sc.name} has no implementation '{assignment[node]}' "
+                             f"(known: {', '.join(sorted(by_name))})")
+        ns = owner.node(node)
+        specs[node] = NodeSpec(ns.name, ns.command, ns.env, ns.container_command, owner)
+        if owner not in parts:
+            parts.append(owner)
+    name = "mix-" + "-".join(f"{n}.{assignment[n]}" for n in sc.topology.nodes)
+    first = parts[0]
+    return Implementation(
+        scenario=sc.name, name=name, language="mixed",
+        framework=" + ".join(f"{n}: {specs[n].owner.language} ({specs[n].owner.framework})" for n in sc.topology.nodes),
+        description=f"mixed topology: {', '.join(f'{n} from {assignment[n]}' for n in sc.topology.nodes)}",
+        dir=first.dir, build=None, artifacts=[], requires=[], exclude=[], run=first.run, run_env={},
+        client=None, tuning={f"{n} ({assignment[n]})": "; ".join(f"{k}: {v}" for k, v in specs[n].owner.tuning.items())
+                             for n in sc.topology.nodes},
+        manifest_path=first.manifest_path, node_specs=specs, parts=parts)
 
 
 def discover(root: Path) -> Catalog:
@@ -589,6 +730,7 @@ def discover(root: Path) -> Catalog:
         if scenario not in cat.scenarios:
             raise ManifestError(manifest, "(folder)", f"no scenario named '{scenario}' in scenarios/")
         impl = load_implementation(manifest, scenario)
+        _check_nodes(impl, cat.scenarios[scenario])
         cat.implementations.setdefault(scenario, []).append(impl)
     return cat
 

@@ -50,6 +50,55 @@ class PhaseFailed(Exception):
 
 
 @dataclass
+class Node:
+    """One node of a server run (the only one for a [run] implementation)."""
+
+    name: str
+    spec: LaunchSpec
+    readiness: object
+    handle: ServerHandle | None = None
+    sampler: sampling.Sampler | None = None    # its own, for the per-node figures (several nodes only)
+    startup_ms: float | None = None
+    record: dict | None = None                  # its entry under the instance's "nodes"
+    cpu_base: float = 0.0                       # CPU of its earlier processes (restarted by a fault)
+    restarts: int = 0
+
+    @property
+    def port(self) -> int:
+        return self.spec.port
+
+
+class NodesView:
+    """All nodes of a server run seen as one server: CPU, CFS counters and
+    memory summed over the nodes' current processes (plus the CPU of the
+    processes a fault replaced), so that the window arithmetic and the noise
+    analysis see every node as the server."""
+
+    def __init__(self, nodes: dict[str, Node], with_memory: bool):
+        self.nodes = nodes
+        self.with_memory = with_memory
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for n in self.nodes.values():
+            total += n.cpu_base
+            if n.handle is not None:
+                total += n.handle.cpu_seconds()
+        return total
+
+    def throttling(self) -> dict | None:
+        parts = [n.handle.throttling() for n in self.nodes.values() if n.handle is not None]
+        if not parts or any(p is None for p in parts):
+            return None
+        return {k: sum(p[k] for p in parts) for k in ("nr_periods", "nr_throttled", "throttled_s")}
+
+    def memory_bytes(self) -> int | None:
+        if not self.with_memory:
+            return None       # several nodes: memory comes from each node's own sampler
+        return sum(n.handle.memory_bytes() for n in self.nodes.values() if n.handle is not None)
+
+
+@dataclass
 class Instance:
     """Everything one server run knows while it runs."""
 
@@ -69,6 +118,25 @@ class Instance:
     t_start: float = 0.0           # monotonic time sampling began (phase times are relative to it)
     stop_result: object | None = None
     phase: str = "before"
+    nodes: dict[str, Node] | None = None       # in start order; the entry node is scenario.entry
+
+    @property
+    def multi(self) -> bool:
+        return len(self.nodes) > 1
+
+    @property
+    def entry(self) -> Node:
+        return self.nodes[self.scenario.entry]
+
+    def alive(self) -> tuple[bool, str]:
+        """All nodes running; else which one is not and why."""
+        for n in self.nodes.values():
+            if n.handle is None or not n.handle.alive():
+                code = n.handle.exit_code() if n.handle is not None else None
+                tail = n.handle.log_tail() if n.handle is not None else ""
+                who = f"node {n.name}" if self.multi else "server"
+                return False, f"{who} exit code {code}; log: {tail}"
+        return True, ""
 
     @property
     def target(self) -> str:
@@ -150,11 +218,11 @@ class InstanceRun:
                 phase(ctx)
         except PhaseFailed as exc:
             ctx.record["error"] = str(exc) if exc.stage != "verify" else f"verification failed: {exc}"
-            ctx.record["crashed"] = ctx.handle is not None and not ctx.handle.alive()
+            ctx.record["crashed"] = self._crashed(ctx)
             r.fail(ctx.impl, exc.stage, str(exc))
         except ServerError as exc:
             ctx.record["error"] = str(exc)
-            ctx.record["crashed"] = ctx.handle is not None and not ctx.handle.alive()
+            ctx.record["crashed"] = self._crashed(ctx)
             r.fail(ctx.impl, "run", str(exc))
         finally:
             self._end_sampling(ctx)
@@ -169,10 +237,15 @@ class InstanceRun:
     def _new_instance(self) -> Instance:
         r, sc, impl, trial = self.run_, self.item.scenario, self.item.impl, self.item.trial
         host = r.runtime.address("server")
-        port = r.runtime.free_port("server")
+        names = sc.node_names
+        ports = {n: r.runtime.free_port("server") for n in names}
+        port = ports[sc.entry]
         key = f"{r.run_id}-{sc.name}-{impl.name}-t{trial}"
         ph = r.placeholders(impl, port)
         ph["instance"] = f"{impl.name}-t{trial}-{uuid.uuid4().hex[:6]}"
+        for n in names:
+            ph.update({f"node.{n}.host": host, f"node.{n}.port": str(ports[n]),
+                       f"node.{n}.target": f"{host}:{ports[n]}"})
         # the instance's own writable folder: the same path in both runtimes
         folder = r.out_dir / "instances" / f"{sc.name}-{impl.name}-t{trial}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -180,25 +253,80 @@ class InstanceRun:
         ph["instance_dir"] = str(folder)
         if r.services is not None:
             ph.update(r.services.placeholders())
-        env = {"HOST": host, "PORT": str(port), "LANGBENCH_CPUS": str(len(r.layout.server)),
-               "LANGBENCH_INSTANCE_DIR": str(folder)}
-        env.update({k: expand(v, ph) for k, v in sc.env.items()})
-        env.update({k: expand(v, ph) for k, v in impl.run_env.items()})
-        spec = LaunchSpec(run_id=r.run_id, key=key, impl=impl, scenario=sc, host=host, port=port,
-                          cpus=r.layout.server, cpu_quota=r.profile.server_cpu_quota, env=env,
-                          command=[expand(a, ph) for a in impl.run],
-                          log_path=r.logs / f"server-{sc.name}-{impl.name}-t{trial}.log",
-                          labels={"langbench.run": r.run_id, "langbench.impl": impl.id},
-                          cfs_period_us=r.profile.cfs_period_us, mounts={str(folder): "rw"},
-                          nofile=nofile_target(), role="server")
+        nodes: dict[str, Node] = {}
+        for n in names:
+            ns = impl.node(n)
+            nph = {**ph, "port": str(ports[n]), "target": f"{host}:{ports[n]}", "node": n}
+            if ns.owner is not None:
+                nph["impl_dir"] = str(ns.owner.dir)
+            env = {"HOST": host, "PORT": str(ports[n]), "LANGBENCH_CPUS": str(len(r.layout.server)),
+                   "LANGBENCH_INSTANCE_DIR": str(folder), "LANGBENCH_NODE": n}
+            env.update({k: expand(v, nph) for k, v in sc.env.items()})
+            env.update({k: expand(v, nph) for k, v in ns.env.items()})
+            suffix = f"-{n}" if len(names) > 1 else ""
+            spec = LaunchSpec(run_id=r.run_id, key=key + suffix, impl=ns.owner or impl, scenario=sc, host=host,
+                              port=ports[n],
+                              cpus=r.layout.server, cpu_quota=r.profile.server_cpu_quota, env=env,
+                              command=[expand(a, nph) for a in ns.command],
+                              log_path=r.logs / f"server-{sc.name}-{impl.name}-t{trial}{suffix}.log",
+                              labels={"langbench.run": r.run_id, "langbench.impl": impl.id, "langbench.node": n},
+                              cfs_period_us=r.profile.cfs_period_us, mounts={str(folder): "rw"},
+                              nofile=nofile_target(), role="server",
+                              image_command=[expand(a, nph) for a in ns.container_command]
+                              if ns.container_command else None)
+            readiness = sc.topology.readiness[n] if sc.topology else sc.readiness
+            nodes[n] = Node(n, spec, readiness)
+        entry = nodes[sc.entry].spec
         record = {"key": key, "scenario": sc.name, "implementation_id": impl.id, "trial": trial,
-                  "port": port, "command": spec.command, "env": env, "log": str(spec.log_path),
+                  "port": port, "command": entry.command, "env": entry.env, "log": str(entry.log_path),
                   "startup_ms": None, "verify": None, "idle": None, "shutdown": None,
                   "crashed": False, "error": None, "phases": [], "timeseries": None,
                   "instance_tag": ph["instance"], "ok_total": 0, "instance_dir": str(folder),
-                  "nofile": spec.nofile, "after_stop": None}
+                  "nofile": entry.nofile, "after_stop": None}
+        if len(names) > 1:
+            record["topology"] = sc.topology.to_json()
+            record["nodes"] = {}
+            for n, node in nodes.items():
+                node.record = {"port": node.port, "command": node.spec.command, "env": node.spec.env,
+                               "implementation": node.spec.impl.id,
+                               "log": str(node.spec.log_path), "startup_ms": None, "shutdown": None,
+                               "restarts": 0, "timeseries": None}
+                record["nodes"][n] = node.record
         r.store.add_instance(record)
-        return Instance(sc, impl, trial, key, host, port, folder, ph, record, spec=spec)
+        ctx = Instance(sc, impl, trial, key, host, port, folder, ph, record, spec=entry)
+        ctx.nodes = nodes
+        return ctx
+
+    @staticmethod
+    def _crashed(ctx: Instance) -> bool:
+        return any(n.handle is not None and not n.handle.alive() for n in (ctx.nodes or {}).values())
+
+    def _sample_node(self, node: Node) -> None:
+        if node.sampler is not None:
+            node.sampler.stop()
+        h = node.handle
+        node.sampler = sampling.Sampler(sampling.counters_of(h), h.memory_bytes, self.run_.profile.sample_hz,
+                                        memory_every=MEMORY_EVERY).start()
+
+    @staticmethod
+    def _mark_nodes(ctx: Instance) -> None:
+        """A reading of every node's own sampler now (a window's edge)."""
+        if ctx.multi:
+            for node in ctx.nodes.values():
+                if node.sampler is not None:
+                    node.sampler.mark()
+
+    def _per_node(self, ctx: Instance, t0: float, t1: float) -> dict:
+        """Each node's CPU and memory over [t0, t1] from its own sampler (None
+        where a fault replaced its process inside the window)."""
+        out = {}
+        for name, node in ctx.nodes.items():
+            ns = node.sampler.snapshot() if node.sampler is not None else []
+            cpu = sampling.delta(ns, sampling.SERVER_CPU, t0, t1) if ns else None
+            mem = sampling.memory_stats(sampling.window(ns, t0, t1))
+            out[name] = {"cpu_s": cpu, "cpu_cores": cpu / (t1 - t0) if cpu is not None and t1 > t0 else None,
+                         "rss_mb": mem["mean_mb"], "rss_peak_mb": mem["peak_mb"], "samples": mem["n"]}
+        return out
 
     def _say(self, ctx: Instance, msg: str) -> None:
         self.run_.progress(f"{ctx.impl.id} trial {ctx.trial}: {msg}")
@@ -221,23 +349,55 @@ class InstanceRun:
             raise ServerError(f"before_instance hook exited with code {proc.returncode}: {tail[0][:300]}")
 
     def start(self, ctx: Instance) -> None:
+        """Start the nodes in order; each but the last is waited for before the
+        next starts (a node may connect to the one started before it)."""
+        names = list(ctx.nodes)
+        for i, name in enumerate(names):
+            node = self._start_node(ctx, ctx.nodes[name])
+            if i == 0:
+                ctx.record["runtime"] = node.handle.describe()
+                ctx.record["quota"] = self._check_applied_quota(node.handle)
+            elif node.record is not None:
+                self._check_applied_quota(node.handle)
+            if i < len(names) - 1:
+                self._wait_node(ctx, node)
+        ctx.handle = ctx.entry.handle
+
+    def _start_node(self, ctx: Instance, node: Node) -> Node:
         r = self.run_
         try:
-            ctx.handle = r.runtime.start(ctx.spec)
+            node.handle = r.runtime.start(node.spec)
         except (OSError, LangbenchError) as exc:
-            raise ServerError(f"could not start {ctx.spec.command[0]}: {exc}") from None
-        r.live[ctx.key] = ctx.handle
-        ctx.record["runtime"] = ctx.handle.describe()
-        ctx.record["quota"] = self._check_applied_quota(ctx.handle)
+            who = f"node {node.name} " if ctx.multi else ""
+            raise ServerError(f"could not start {who}{node.spec.command[0]}: {exc}") from None
+        r.live[node.spec.key] = node.handle
+        if node.record is not None:
+            node.record["runtime"] = node.handle.describe()
+        return node
+
+    def _wait_node(self, ctx: Instance, node: Node) -> float:
+        h = node.handle
+        who = f"node {node.name}: " if ctx.multi else ""
+        try:
+            s = wait_ready(node.readiness, ctx.host, node.port, h.alive,
+                           lambda: f"{who}exit code {h.exit_code()}; log: {h.log_tail()}", h.started_at)
+        except ServerError as exc:
+            raise ServerError(f"{who}{exc}" if who and not str(exc).startswith(who) else str(exc)) from None
+        node.startup_ms = s * 1000
+        if node.record is not None:
+            node.record["startup_ms"] = node.startup_ms
+        return s
 
     def ready(self, ctx: Instance) -> None:
-        sc, h = ctx.scenario, ctx.handle
-        startup = wait_ready(sc.readiness, ctx.host, ctx.port, h.alive,
-                             lambda: f"exit code {h.exit_code()}; log: {h.log_tail()}", h.started_at)
+        sc = ctx.scenario
+        last = list(ctx.nodes.values())[-1]
+        self._wait_node(ctx, last)
+        first = next(iter(ctx.nodes.values()))
+        startup = (time.monotonic() - first.handle.started_at) if ctx.multi else last.startup_ms / 1000
         ctx.record["startup_ms"] = startup * 1000
         if sc.readiness.params.get("counts_as_ok"):
             ctx.count_ok(1)      # the probe's own successful request (an event, say)
-        self._say(ctx, f"ready in {startup * 1000:.0f} ms")
+        self._say(ctx, f"ready in {startup * 1000:.0f} ms" + (f" ({len(ctx.nodes)} nodes)" if ctx.multi else ""))
 
     def verify(self, ctx: Instance) -> None:
         """Every verification step; services named by a step are stopped while it runs."""
@@ -278,21 +438,31 @@ class InstanceRun:
     def idle(self, ctx: Instance) -> None:
         """Start sampling; the idle window: the server started, verified and untouched."""
         r = self.run_
-        ctx.probe = Probe(ctx.handle, r.layout.client, r.layout.server)
-        ctx.sampler = sampling.Sampler(ctx.probe.counters, ctx.handle.memory_bytes, r.profile.sample_hz,
-                                       memory_every=MEMORY_EVERY).start()
+        view = NodesView(ctx.nodes, with_memory=not ctx.multi)
+        ctx.probe = Probe(view if ctx.multi else ctx.handle, r.layout.client, r.layout.server)
+        ctx.sampler = sampling.Sampler(ctx.probe.counters, view.memory_bytes if ctx.multi else ctx.handle.memory_bytes,
+                                       r.profile.sample_hz, memory_every=MEMORY_EVERY).start()
+        if ctx.multi:
+            for node in ctx.nodes.values():
+                self._sample_node(node)
         ctx.probe.on_tool_exit = ctx.sampler.mark
         ctx.t_start = time.monotonic()
         sa = r.services.marks() if r.services else {}
+        self._mark_nodes(ctx)
         a = ctx.sampler.mark()
         time.sleep(r.profile.idle_s)
         b = ctx.sampler.mark()
+        self._mark_nodes(ctx)
         sb = r.services.marks() if r.services else {}
         samples = ctx.sampler.snapshot()
         win = self._window(samples, a.t, b.t)
         ctx.record["idle"] = {"window_s": b.t - a.t, "cpu_cores": win["cpu_cores"],
                               "rss_mb": sampling.memory_stats(sampling.window(samples, a.t, b.t))["mean_mb"],
                               "noise": win["noise"], "client": win["client"]}
+        if ctx.multi:
+            per = self._per_node(ctx, a.t, b.t)
+            ctx.record["idle"]["nodes"] = per
+            ctx.record["idle"]["rss_mb"] = _sum(v["rss_mb"] for v in per.values())
         if sa:
             ctx.record["idle"]["services"] = r.services.window(sa, sb)
         ctx.mark_phase("idle", a.t, b.t)
@@ -303,18 +473,33 @@ class InstanceRun:
             self.workload(ctx, w)
 
     def stop(self, ctx: Instance) -> None:
-        r, h = self.run_, ctx.handle
-        if h is None:
+        """SIGTERM to every node, the last started first; the instance's
+        shutdown is the entry node's (a single node: the server's)."""
+        r = self.run_
+        if ctx.nodes is None:
             return
-        crashed_before = not h.alive()
-        res = h.stop(grace_s=5.0)
-        r.live.pop(ctx.key, None)
-        ctx.stop_result = res
-        ctx.record["shutdown"] = {"exit_code": res.exit_code, "shutdown_ms": res.shutdown_s * 1000,
-                                  "killed": res.killed, "was_running": not crashed_before}
-        if not crashed_before:
-            self._say(ctx, f"stopped in {res.shutdown_s * 1000:.0f} ms, "
-                           f"exit {res.exit_code if not res.killed else 'killed after 5 s'}")
+        for node in reversed(list(ctx.nodes.values())):
+            h = node.handle
+            if h is None:
+                continue
+            crashed_before = not h.alive()
+            res = h.stop(grace_s=5.0)
+            r.live.pop(node.spec.key, None)
+            shutdown = {"exit_code": res.exit_code, "shutdown_ms": res.shutdown_s * 1000,
+                        "killed": res.killed, "was_running": not crashed_before}
+            if node.record is not None:
+                node.record["shutdown"] = shutdown
+            if node.name == ctx.scenario.entry or not ctx.multi:
+                ctx.stop_result = res
+                ctx.record["shutdown"] = shutdown
+            if not crashed_before:
+                who = f"node {node.name} " if ctx.multi else ""
+                self._say(ctx, f"{who}stopped in {res.shutdown_s * 1000:.0f} ms, "
+                               f"exit {res.exit_code if not res.killed else 'killed after 5 s'}")
+        if ctx.multi:
+            # a clean stop only when every node was running and exited by itself
+            ctx.record["shutdown"]["was_running"] = all(n.record["shutdown"] and n.record["shutdown"]["was_running"]
+                                                        for n in ctx.nodes.values())
 
     def after_stop(self, ctx: Instance) -> None:
         """The scenario's check once the server has stopped (files a clean
@@ -337,6 +522,12 @@ class InstanceRun:
     # ------------------------------------------------------------------ helpers
     def _end_sampling(self, ctx: Instance) -> None:
         r, s = self.run_, ctx.sampler
+        for node in (ctx.nodes or {}).values():
+            if node.sampler is not None:
+                node.sampler.stop()
+                ns = node.sampler.snapshot()
+                if ns and node.record is not None:
+                    node.record["timeseries"] = sampling.timeseries(ns, ctx.t_start)
         if s is None:
             return
         s.stop()
@@ -450,37 +641,73 @@ class InstanceRun:
         if levels.warmup_s > 0 and "concurrency" in driver.level_kinds:
             self.warmup(ctx, driver, w)
         for level in levels.levels(driver.level_kinds):
-            if not ctx.handle.alive():
-                raise ServerError(f"server died during workload {w.name} "
-                                  f"(exit code {ctx.handle.exit_code()}; log: {ctx.handle.log_tail()})")
+            alive, why = ctx.alive()
+            if not alive:
+                raise ServerError(f"{'a node' if ctx.multi else 'server'} died during workload {w.name} ({why})")
             self.level(ctx, driver, w, level, levels.duration_s)
 
-    def _act(self, fault: Fault) -> str:
-        """Carry out one fault on a scenario service."""
-        svc = self.run_.services
-        if svc is None or fault.target not in svc.running:
-            raise ServerError(f"no running service '{fault.target}'")
+    def _act(self, ctx: Instance, fault: Fault) -> str:
+        """Carry out one fault on a node of this server run or a scenario service."""
         t0 = time.monotonic()
-        if fault.action == "stop":
-            svc.stop(fault.target)
-        elif fault.action == "kill":
-            svc.stop(fault.target, grace_s=0.0)
-        elif fault.action == "start":
-            svc.restart(fault.target)
-        elif fault.action == "restart":
-            svc.stop(fault.target)
-            svc.restart(fault.target)
+        if ctx.nodes and fault.target in ctx.nodes:
+            node = ctx.nodes[fault.target]
+            if fault.action in ("stop", "kill", "restart"):
+                self._stop_node(node, grace_s=0.0 if fault.action == "kill" else 5.0)
+            if fault.action in ("start", "restart"):
+                self._restart_node(ctx, node)
+        else:
+            svc = self.run_.services
+            if svc is None or fault.target not in svc.running:
+                raise ServerError(f"no running service or node '{fault.target}'")
+            if fault.action == "stop":
+                svc.stop(fault.target)
+            elif fault.action == "kill":
+                svc.stop(fault.target, grace_s=0.0)
+            elif fault.action == "start":
+                svc.restart(fault.target)
+            elif fault.action == "restart":
+                svc.stop(fault.target)
+                svc.restart(fault.target)
         return f"{fault.action} {fault.target} took {time.monotonic() - t0:.2f} s"
+
+    def _stop_node(self, node: Node, grace_s: float) -> None:
+        h = node.handle
+        if h is None:
+            return
+        try:
+            node.cpu_base += h.cpu_seconds()     # the summed counter carries on across the restart
+        except (OSError, ValueError):
+            pass
+        node.handle = None
+        h.stop(grace_s=grace_s)
+        self.run_.live.pop(node.spec.key, None)
+
+    def _restart_node(self, ctx: Instance, node: Node) -> None:
+        if node.handle is not None:
+            return
+        node.restarts += 1
+        base_key = node.spec.key.rsplit("-r", 1)[0] if node.restarts > 1 else node.spec.key
+        node.spec.key = f"{base_key}-r{node.restarts}"      # a fresh container name
+        self._start_node(ctx, node)
+        self._wait_node(ctx, node)
+        if node.record is not None:
+            node.record["restarts"] = node.restarts
+        if node.name == ctx.scenario.entry:
+            ctx.handle = node.handle
+        if ctx.multi:
+            self._sample_node(node)
+        else:
+            ctx.probe.handle = node.handle
 
     def level(self, ctx: Instance, driver, w: Workload, level: Level, duration_s: float) -> None:
         r, sc, impl, trial = self.run_, ctx.scenario, ctx.impl, ctx.trial
-        handle, sampler = ctx.handle, ctx.sampler
+        sampler = ctx.sampler
         raw = r.out_dir / "raw" / f"{sc.name}-{impl.name}-t{trial}-{w.name}-{level.key}.json"
         raw.parent.mkdir(parents=True, exist_ok=True)
         m = {"scenario": sc.name, "implementation_id": impl.id, "instance": ctx.key, "trial": trial,
              "workload": w.name, "level": level.to_json(), "ok": False, "error": None,
              "load": None, "server": None}
-        faults = FaultSchedule(w.faults, duration_s, self._act) if w.faults else None
+        faults = FaultSchedule(w.faults, duration_s, lambda f: self._act(ctx, f)) if w.faults else None
 
         def on_start(event):
             ctx.probe.watch_tool(event)
@@ -488,6 +715,7 @@ class InstanceRun:
                 faults.arm()
 
         sa = r.services.marks() if r.services and not w.faults else {}
+        self._mark_nodes(ctx)
         a = sampler.mark()
         try:
             res = driver.run(level=level, duration_s=duration_s, raw_path=raw, **self._driver_args(ctx, w, on_start))
@@ -495,6 +723,7 @@ class InstanceRun:
             res = None
             m["error"] = str(exc)
         b = sampler.mark()
+        self._mark_nodes(ctx)
         if faults is not None:
             m["faults"] = self._faults_done(ctx, faults, w, level)
         samples = sampler.snapshot()
@@ -525,6 +754,13 @@ class InstanceRun:
                        "window_basis": basis, "rss_mb": mem["mean_mb"], "rss_peak_mb": mem["peak_mb"],
                        "samples": mem["n"], "throttling": win["throttling"],
                        "quota": ctx.record.get("quota")}
+        if ctx.multi:
+            per = self._per_node(ctx, t0, t1)
+            m["nodes"] = per
+            m["server"]["rss_mb"] = _sum(v["rss_mb"] for v in per.values())
+            m["server"]["rss_peak_mb"] = _sum(v["rss_peak_mb"] for v in per.values())
+            m["server"]["samples"] = min(v["samples"] for v in per.values())
+            m["server"]["summed_over_nodes"] = list(per)
         m["client"] = win["client"]
         m["noise"] = win["noise"]
         if res is not None:
@@ -533,9 +769,9 @@ class InstanceRun:
             m["server"]["rps_per_cpu"] = res.rps / cores if cores else None
         if cores is None and m["error"] is None:
             m["error"] = "the server's CPU counter could not be read at the window's edges"
-        alive = handle.alive()
+        alive, why = ctx.alive()
         if not alive:
-            m["error"] = f"server died under load (exit code {handle.exit_code()}; log: {handle.log_tail()})"
+            m["error"] = f"{'a node' if ctx.multi else 'server'} died under load ({why})"
         elif res is not None and res.ok_count == 0:
             m["error"] = "no successful answer: " + (", ".join(f"{k}: {v}" for k, v in
                                                               list(res.error_kinds.items())[:2]) or "?")
@@ -562,7 +798,12 @@ class InstanceRun:
         events = faults.finish()
         svc = self.run_.services
         for f in w.faults:
-            if svc is not None and f.target in svc.running and svc.running[f.target].handle is None:
+            node = ctx.nodes.get(f.target) if ctx.nodes else None
+            if node is not None and node.handle is None:
+                self._restart_node(ctx, node)
+                events.append({"at": None, "action": "start", "target": f.target, "t": time.monotonic(),
+                               "took_s": 0.0, "ok": True, "detail": "restored after the level"})
+            elif svc is not None and f.target in svc.running and svc.running[f.target].handle is None:
                 svc.restart(f.target)
                 events.append({"at": None, "action": "start", "target": f.target, "t": time.monotonic(),
                                "took_s": 0.0, "ok": True, "detail": "restored after the level"})
@@ -584,7 +825,17 @@ class InstanceRun:
         r.progress(f"{ctx.impl.id} t{ctx.trial} {w.name} {level.key}: {res.rps:.0f} rps, "
                    f"p99 {res.latency_ms['p99'] or 0:.2f} ms, server {cores or 0:.2f} cores "
                    f"(throttled {(thr.get('throttled_share') or 0):.0%} of periods), "
-                   f"{(mem['mean_mb'] or 0):.1f} MB, errors {res.errors}, "
+                   f"{(m['server']['rss_mb'] or 0):.1f} MB, errors {res.errors}, "
                    f"client CPUs {(win['client']['busy_share'] or 0):.0%} busy"
                    f"{', ' + ', '.join(flags) if flags else ''}"
                    f"{'' if m['ok'] else ' FAILED: ' + m['error']}")
+
+
+def _sum(values) -> float | None:
+    """A sum that is None when any part is unknown (never a partial total)."""
+    total = 0.0
+    for v in values:
+        if v is None:
+            return None
+        total += v
+    return total

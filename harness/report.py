@@ -196,6 +196,25 @@ def stats_median(xs):
     return median([x for x in xs if x is not None])
 
 
+def _node_table(data: dict, scenario: str) -> list[dict] | None:
+    """Per implementation, workload, level and node: median CPU cores and
+    memory over the trials (implementations with several nodes only)."""
+    from .results import node_rows
+    from .stats import median
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in node_rows(data):
+        if r["scenario"] == scenario:
+            groups[(r["implementation"], r["workload"], r["level"], r["node"])].append(r)
+    if not groups:
+        return None
+    out = []
+    for (impl, w, level, node), rs in groups.items():
+        out.append({"implementation": impl, "workload": w, "level": level, "node": node, "trials": len(rs),
+                    "cpu": median([r["cpu_cores"] for r in rs if r["cpu_cores"] is not None]),
+                    "rss": median([r["rss_mb"] for r in rs if r["rss_mb"] is not None])})
+    return out
+
+
 def build_context(data: dict, baseline: dict | None = None, threshold: float = 0.10) -> dict:
     from .summary import compare, ranks, summary_rows
     rows = flat_rows(data)
@@ -284,6 +303,7 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
             "name": name, "meta": meta, "impls": impl_rows, "workloads": workloads, "interop": matrix,
             "hackday": hackday_table(data, name, s_rows, meta),
             "services": (data.get("services") or {}).get(name),
+            "nodes": _node_table(data, name),
             "cpu_chart": timeseries_chart(data, name, "cpu_cores", "server CPU (cores)"),
             "mem_chart": timeseries_chart(data, name, "rss_mb", "server memory (MB)"),
         })

@@ -105,8 +105,10 @@ COLUMNS = [
     "shutdown_ms", "build_s", "artifact_mb", "image_mb", "client_bound", "client_busy_pct", "tool_cpu_cores",
     "noisy", "foreign_cores", "steal_cores", "irq_cores", "throttled_pct", "throttled_ms_per_s",
     "server_cpus", "client_cpus", "cpu_quota", "cpu_quota_applied", "cfs_period_us", "window_s",
-    "warmup_s", "warmup_steady", "cut_off", "late", "services_cpu_cores", "services_rss_mb", "error",
+    "warmup_s", "warmup_steady", "cut_off", "late", "services_cpu_cores", "services_rss_mb", "nodes", "error",
 ]
+NODE_COLUMNS = ["run_id", "scenario", "implementation", "workload", "level", "trial", "node", "ok",
+                "cpu_cores", "cpu_s", "rss_mb", "rss_peak_mb"]
 
 
 def _r(x, nd=3):
@@ -195,7 +197,24 @@ def flat_rows(data: dict) -> list[dict]:
             if m.get("services") else None,
             "services_rss_mb": _r(sum(v["rss_mb"] or 0 for v in (m.get("services") or {}).values()))
             if m.get("services") else None,
+            "nodes": len(m["nodes"]) if m.get("nodes") else 1,
             "error": m.get("error") or (f"check after stop failed: {stop_check.get('detail')}"
                                         if stop_failed else None),
         })
     return rows
+
+
+def node_rows(data: dict) -> list[dict]:
+    """One row per measurement and node, for implementations that run as
+    several nodes (the flat table's server figures are their sum)."""
+    impls = data["implementations"]
+    out = []
+    for m in data["measurements"]:
+        for node, v in (m.get("nodes") or {}).items():
+            impl = impls.get(m["implementation_id"], {})
+            out.append({"run_id": data.get("run_id"), "scenario": m["scenario"],
+                        "implementation": impl.get("name", m["implementation_id"]), "workload": m["workload"],
+                        "level": m["level"]["key"], "trial": m["trial"], "node": node, "ok": bool(m.get("ok")),
+                        "cpu_cores": _r(v.get("cpu_cores"), 4), "cpu_s": _r(v.get("cpu_s"), 4),
+                        "rss_mb": _r(v.get("rss_mb")), "rss_peak_mb": _r(v.get("rss_peak_mb"))})
+    return out

@@ -283,6 +283,19 @@ class Runner:
 
     # ------------------------------------------------------------------ build
     def _build(self, impl: Implementation) -> None:
+        if impl.parts:
+            # a mixed topology: built when each of its parts is
+            for part in impl.parts:
+                if part.id not in self.builds:
+                    self.store.implementation(part.id, **self._impl_record(part), role="part of " + impl.id)
+                    self._build(part)
+                    if part.id not in self.failed:
+                        self.store.implementation(part.id, status="built")
+            bad = [p.id for p in impl.parts if p.id in self.failed or not self.builds[p.id].ok]
+            self.builds[impl.id] = self.builds[impl.parts[0].id]
+            if bad:
+                self.fail(impl, "build", f"part {', '.join(bad)} failed")
+            return
         self.progress(f"{impl.id}: building")
         sc = self.scenario_of(impl)
         res = builder.build(impl, sc, self.cache_dir, self.logs / f"build-{impl.scenario}-{impl.name}.log",

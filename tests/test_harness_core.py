@@ -19,6 +19,8 @@ from harness.errors import InputError, ManifestError
 from harness.manifest import Level, load_scenario
 from harness.runtimes import get_runtime, runtime_names
 
+from .conftest import ROOT
+
 
 def _scenario(mini_root):
     return mini_root / "scenarios" / "notes-grpc" / "scenario.toml"
@@ -150,3 +152,119 @@ def test_load_tools_get_the_raised_open_file_limit():
         assert want == min(limits.NOFILE, int(open("/proc/sys/fs/nr_open").read()))
     else:
         assert want == resource.getrlimit(resource.RLIMIT_NOFILE)[1]       # the hard limit is the ceiling
+
+
+TOPOLOGY = '''
+[topology]
+nodes = ["c", "b", "a"]
+entry = "a"
+readiness.b = { kind = "tcp", timeout_s = 5 }
+'''
+
+NODES_IMPL = '''
+language = "go"
+framework = "f"
+[nodes.a]
+command = ["srv", "--next", "{node.b.target}"]
+[nodes.b]
+command = ["srv", "--next", "{node.c.target}"]
+container_command = ["/app/srv", "--next", "{node.c.target}"]
+[nodes.c]
+command = ["srv"]
+env = { LEDGER = "{instance_dir}/ledger" }
+[tuning]
+t = "1"
+'''
+
+
+def _with_topology(mini_root):
+    toml = _scenario(mini_root)
+    text = toml.read_text()
+    toml.write_text(text.replace("\n[env]\n", TOPOLOGY + "\n[env]\n", 1))
+    return toml
+
+
+def test_topology_and_nodes_load(mini_root):
+    from harness.manifest import discover
+    toml = _with_topology(mini_root)
+    sc = load_scenario(toml)
+    assert sc.node_names == ["c", "b", "a"] and sc.entry == "a"
+    assert sc.topology.readiness["b"].kind == "tcp" and sc.topology.readiness["a"] == sc.readiness
+    d = mini_root / "implementations" / "notes-grpc" / "tri"
+    d.mkdir(parents=True)
+    (d / "langbench.toml").write_text(NODES_IMPL)
+    impl = discover(mini_root).implementations["notes-grpc"][0]
+    assert impl.node("b").container_command[0] == "/app/srv" and impl.node("c").env["LEDGER"]
+    # an implementation with [run] has one node, "server", running that command
+    one = discover(ROOT).implementations["notes-grpc"][0]
+    assert one.node("server").command == one.run and not one.node_specs
+    assert load_scenario(ROOT / "scenarios" / "notes-grpc" / "scenario.toml").node_names == ["server"]
+
+
+@pytest.mark.parametrize("impl_text, field", [
+    (NODES_IMPL.replace("[nodes.c]\ncommand = [\"srv\"]\nenv = { LEDGER = \"{instance_dir}/ledger\" }\n", ""),
+     "nodes.c"),
+    (NODES_IMPL.replace("[nodes.c]", "[nodes.d]"), "nodes.c"),
+    (NODES_IMPL.replace("[tuning]", "[run]\ncommand = [\"x\"]\n[tuning]"), "run"),
+    ('language = "go"\nframework = "f"\n[run]\ncommand = ["x"]\n[tuning]\nt = "1"\n', "run"),
+])
+def test_implementation_must_declare_the_scenarios_nodes(mini_root, impl_text, field):
+    from harness.manifest import discover
+    _with_topology(mini_root)
+    d = mini_root / "implementations" / "notes-grpc" / "tri"
+    d.mkdir(parents=True)
+    (d / "langbench.toml").write_text(impl_text)
+    with pytest.raises(ManifestError) as exc:
+        discover(mini_root)
+    assert exc.value.field == field, str(exc.value)
+
+
+def test_nodes_in_a_one_node_scenario_are_refused(mini_root):
+    from harness.manifest import discover
+    d = mini_root / "implementations" / "notes-grpc" / "tri"
+    d.mkdir(parents=True)
+    (d / "langbench.toml").write_text(NODES_IMPL)
+    with pytest.raises(ManifestError) as exc:
+        discover(mini_root)
+    assert exc.value.field == "nodes" and "declare [run]" in str(exc.value)
+
+
+@pytest.mark.parametrize("topology, field", [
+    ('[topology]\nnodes = ["a", "a"]\n', "topology.nodes"),
+    ('[topology]\nnodes = ["a", "b"]\nentry = "z"\n', "topology.entry"),
+    ('[topology]\nnodes = ["a-1"]\n', "topology.nodes[0]"),
+    ('[topology]\nnodes = ["a"]\nreadiness.q = { kind = "tcp" }\n', "topology.readiness.q"),
+])
+def test_bad_topology_names_the_field(mini_root, topology, field):
+    toml = _scenario(mini_root)
+    toml.write_text(toml.read_text().replace("\n[env]\n", "\n" + topology + "\n[env]\n", 1))
+    with pytest.raises(ManifestError) as exc:
+        load_scenario(toml)
+    assert exc.value.field == field, str(exc.value)
+
+
+def test_fault_schedule_targets_are_checked(mini_root):
+    toml = _with_topology(mini_root)
+    text = toml.read_text()
+    good = text.replace('driver = "ghz"', 'driver = "ghz"\nfaults = [{at = 0.4, action = "kill", target = "b"}, '
+                                          '{at = 0.6, action = "start", target = "b"}]', 1)
+    toml.write_text(good)
+    w = load_scenario(toml).workloads[0]
+    assert [(f.at, f.action, f.target) for f in w.faults] == [(0.4, "kill", "b"), (0.6, "start", "b")]
+    for bad, field in [('{at = 1.4, action = "kill", target = "b"}', "workloads[0].faults[0].at"),
+                       ('{at = 0.4, action = "nuke", target = "b"}', "workloads[0].faults[0].action"),
+                       ('{at = 0.4, action = "kill", target = "zz"}', "workloads[0].faults[0].target")]:
+        toml.write_text(text.replace('driver = "ghz"', f'driver = "ghz"\nfaults = [{bad}]', 1))
+        with pytest.raises(ManifestError) as exc:
+            load_scenario(toml)
+        assert exc.value.field == field, str(exc.value)
+
+
+def test_cli_mix_errors_are_one_line_exit_2():
+    cli = [sys.executable, "-m", "harness.cli", "--root", str(ROOT), "run"]
+    for argv, words in [(["notes-grpc", "--mix", "a=go"], "runs one node per implementation"),
+                        (["--mix", "a=go"], "name exactly one scenario"),
+                        (["notes-grpc", "--mix", "a"], "'a' is not NODE=IMPLEMENTATION")]:
+        proc = subprocess.run([*cli, *argv, "--runtime", "process"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
+            proc.stderr

@@ -56,7 +56,7 @@ class FakeHandle(ServerHandle):
             folder = Path(self.spec.env["LANGBENCH_INSTANCE_DIR"])
             (folder / "final.json").write_text(json.dumps({"pid": os.getpid()}))
         self.stopped = True
-        self.rt.stops.append((self.spec.key, grace_s))
+        self.rt.stops.append((self.spec.key, grace_s, self.spec.labels.get("langbench.node")))
         return StopResult(0 if self.code is None else self.code, 0.01, False)
 
     def describe(self):
@@ -277,3 +277,96 @@ def test_ctrl_c_stops_everything_and_keeps_what_was_measured(harness_env):
     assert rt.running() == []                               # servers and the service stopped
     done = {m["implementation_id"] for m in data["measurements"]}
     assert done <= {"fake/first"}                           # what ran before Ctrl-C is kept
+
+
+def test_three_nodes_sampled_apart_and_summed_with_a_node_fault(harness_env):
+    from dataclasses import replace as dc_replace
+    from harness.manifest import NodeSpec, Topology
+    rt, _, tmp = harness_env
+    base = _scenario(tmp, faults=[Fault(0.3, "kill", "b"), Fault(0.6, "start", "b")])
+    ready = base.readiness
+    sc = dc_replace(base, topology=Topology(["c", "b", "a"], "a", {n: ready for n in "cba"}))
+    impl = _impl(tmp, "tri")
+    impl = dc_replace(impl, node_specs={n: NodeSpec(n, ["server", "--node", n, "--next", "{node.c.target}"], {})
+                                        for n in "abc"})
+    r = _runner(tmp, rt, sc, [impl])
+    r.run()
+    data = load(tmp / "out")
+    assert data["implementations"]["fake/tri"]["status"] == "ok", data["implementations"]["fake/tri"]
+    inst = data["instances"][0]
+    assert list(inst["nodes"]) == ["c", "b", "a"] and inst["topology"] == {"nodes": ["c", "b", "a"], "entry": "a"}
+    # placeholders reach every node: b was told where c listens, every node its own name
+    c_port = inst["nodes"]["c"]["port"]
+    assert inst["nodes"]["b"]["command"][-1] == f"127.0.0.1:{c_port}"
+    assert {n: v["env"]["LANGBENCH_NODE"] for n, v in inst["nodes"].items()} == {"a": "a", "b": "b", "c": "c"}
+    assert inst["port"] == inst["nodes"]["a"]["port"]
+    for m in data["measurements"]:
+        per = m["nodes"]
+        assert set(per) == {"a", "b", "c"}
+        for n in ("a", "c"):
+            assert 0.2 < per[n]["cpu_cores"] < 0.3, (n, per[n])     # each fake node uses a quarter core
+            assert per[n]["rss_mb"] == pytest.approx(40.0)
+        assert per["b"]["cpu_cores"] is None                        # its process was replaced inside the window
+        # the server's figures are the sum over the nodes, b's earlier process included
+        assert 0.6 < m["server"]["cpu_cores"] < 0.8
+        assert m["server"]["rss_mb"] is None or m["server"]["rss_mb"] == pytest.approx(120.0)
+        assert [(e["action"], e["target"]) for e in m["faults"]] == [("kill", "b"), ("start", "b")]
+        assert all(e["ok"] for e in m["faults"])
+    assert inst["nodes"]["b"]["restarts"] == 2
+    assert [g for k, g, n in rt.stops if n == "b"][:2] == [0.0, 0.0]     # killed in both levels, not asked
+    # stopped in reverse start order at the end: a, then b, then c
+    assert [n for k, g, n in rt.stops if n][-3:] == ["a", "b", "c"]
+    assert inst["after_stop"]["ok"]
+    assert rt.running() == []
+
+
+def test_node_rows_table_and_report(harness_env, tmp_path):
+    from dataclasses import replace as dc_replace
+    from harness.manifest import NodeSpec, Topology
+    from harness.report import render
+    from harness.results import node_rows
+    rt, _, tmp = harness_env
+    base = _scenario(tmp)
+    sc = dc_replace(base, topology=Topology(["b", "a"], "a", {n: base.readiness for n in "ab"}))
+    impl = dc_replace(_impl(tmp, "duo"), node_specs={n: NodeSpec(n, ["server"], {}) for n in "ab"})
+    _runner(tmp, rt, sc, [impl]).run()
+    data = load(tmp / "out")
+    nr = node_rows(data)
+    assert {(r_["level"], r_["node"]) for r_ in nr} == {("c1", "a"), ("c1", "b"), ("c2", "a"), ("c2", "b")}
+    assert all(0.2 < r_["cpu_cores"] < 0.3 and r_["rss_mb"] == 40.0 for r_ in nr)
+    rows = flat_rows(data)
+    assert all(r_["nodes"] == 2 and 0.4 < r_["cpu_cores"] < 0.6 and r_["rss_mb"] == 80.0 for r_ in rows)
+    html = render(data)
+    assert "Per node" in html and html.count("<td class=\"l\">duo</td>") >= 4
+
+
+def test_a_mixed_topology_takes_each_node_from_its_implementation(harness_env):
+    from dataclasses import replace as dc_replace
+    from harness.errors import InputError
+    from harness.manifest import NodeSpec, Topology, mix
+    rt, _, tmp = harness_env
+    base = _scenario(tmp)
+    sc = dc_replace(base, topology=Topology(["b", "a"], "a", {n: base.readiness for n in "ab"}))
+    go = dc_replace(_impl(tmp, "go"), node_specs={n: NodeSpec(n, ["go-server", n], {"LANG_OF": "go"}) for n in "ab"})
+    rs = dc_replace(_impl(tmp, "rust"), node_specs={n: NodeSpec(n, ["rust-server", n], {"LANG_OF": "rust"})
+                                                    for n in "ab"})
+    m = mix(sc, [go, rs], {"a": "go", "b": "rust"})
+    assert m.name == "mix-b.rust-a.go" and m.parts == [rs, go] and m.language == "mixed"
+    for bad, words in [({"a": "go"}, "no implementation given for node 'b'"),
+                       ({"a": "go", "b": "cobol"}, "no implementation 'cobol'"),
+                       ({"a": "go", "b": "rust", "z": "go"}, "has no node 'z'")]:
+        with pytest.raises(InputError) as exc:
+            mix(sc, [go, rs], bad)
+        assert words in str(exc.value)
+    with pytest.raises(InputError):
+        mix(base, [go, rs], {"a": "go"})
+    _runner(tmp, rt, sc, [m]).run()
+    data = load(tmp / "out")
+    assert data["implementations"][f"fake/{m.name}"]["status"] == "ok"
+    assert data["implementations"]["fake/go"]["status"] == "built"       # parts are built, not measured alone
+    inst = data["instances"][0]
+    assert inst["nodes"]["a"]["implementation"] == "fake/go" and inst["nodes"]["a"]["command"] == ["go-server", "a"]
+    assert inst["nodes"]["b"]["implementation"] == "fake/rust" and inst["nodes"]["b"]["env"]["LANG_OF"] == "rust"
+    started = {h.spec.labels["langbench.node"]: h.spec.impl.name for h in rt.started if h.spec.impl is not None}
+    assert started == {"a": "go", "b": "rust"}
+    assert all(r_["ok"] for r_ in flat_rows(data))

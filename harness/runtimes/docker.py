@@ -536,8 +536,10 @@ class DockerRuntime(Runtime):
 
     # -- containers
     def start(self, spec: LaunchSpec) -> DockerHandle:
+        """A container of the implementation's image; a node that declares a
+        container command runs it instead of the image's CMD."""
         try:
-            return DockerHandle(self, spec, self.image_ref(spec.impl))
+            return DockerHandle(self, spec, self.image_ref(spec.impl), spec.image_command)
         except LangbenchError:
             raise
         except Exception as exc:  # noqa: BLE001 - the daemon went away, a request timed out...
