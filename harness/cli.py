@@ -232,7 +232,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_results(args) -> int:
-    from .results import COLUMNS, flat_rows, load
+    from .results import columns, extra_metrics, flat_rows, load
     from .tables import FORMATS
     data = load(Path(args.dir))
     rows = flat_rows(data)
@@ -243,9 +243,10 @@ def cmd_results(args) -> int:
         text = FORMATS[args.format](node_rows(data), NODE_COLUMNS)
     elif args.summary:
         from .summary import summary_columns, summary_rows
-        text = FORMATS[args.format](summary_rows(rows), summary_columns())
+        extra = sorted(extra_metrics(data))
+        text = FORMATS[args.format](summary_rows(rows, extra), summary_columns(extra))
     else:
-        text = FORMATS[args.format](rows, COLUMNS)
+        text = FORMATS[args.format](rows, columns(data))
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -283,7 +284,7 @@ def cmd_deps(args) -> int:
 
 def cmd_compare(args) -> int:
     from .compare_fmt import FAILING, render_compare
-    from .results import flat_rows, load
+    from .results import extra_metrics, flat_rows, load
     from .summary import compare, incomparable
     threshold = parse_threshold(args.threshold)
     base, cur = load(Path(args.base)), load(Path(args.current))
@@ -297,23 +298,24 @@ def cmd_compare(args) -> int:
         print(f"langbench: warning: {warnings[-1]}", file=sys.stderr)
     failures = {(v.get("scenario"), v.get("name")): " ".join(str(v.get("failure") or "failed").split())
                 for v in cur.get("implementations", {}).values() if v.get("status") == "failed"}
-    verdicts = compare(flat_rows(base), flat_rows(cur), threshold, current_failures=failures, fdr=args.fdr)
+    verdicts = compare(flat_rows(base), flat_rows(cur), threshold, current_failures=failures, fdr=args.fdr,
+                       extra=extra_metrics(base, cur))
     sys.stdout.write(render_compare(verdicts, args.format, threshold, base, cur, warnings=warnings, fdr=args.fdr))
     return ExitCode.FAILURE if any(v["verdict"] in FAILING for v in verdicts) else ExitCode.OK
 
 
 def cmd_export(args) -> int:
     from .exports import dumps, to_pytest_benchmark
-    from .results import COLUMNS, flat_rows, load
+    from .results import columns, flat_rows, load
     from .tables import to_csv, to_json
     data = load(Path(args.dir))
     rows = flat_rows(data)
     if args.format == "pytest-benchmark":
         text = dumps(to_pytest_benchmark(data, rows))
     elif args.format == "csv":
-        text = to_csv(rows, COLUMNS)
+        text = to_csv(rows, columns(data))
     else:
-        text = to_json(rows, COLUMNS)
+        text = to_json(rows, columns(data))
     if args.output:
         Path(args.output).write_text(text)
     else:

@@ -514,6 +514,7 @@ class InstanceRun:
         v = run_verdict([expand(a, values) for a in sc.after_stop.command], sc.dir, sc.after_stop.timeout_s,
                         cpus=r.layout.client)
         ctx.record["after_stop"] = v.to_json()
+        r.store.declare_metrics(v.metrics, f"after-stop check of {sc.name}")
         self._say(ctx, f"after-stop check {'passed' if v.ok else 'FAILED'}: {v.detail}")
         if not v.ok and ctx.record["error"] is None:
             ctx.record["error"] = f"check after stop failed: {v.detail}"
@@ -754,6 +755,8 @@ class InstanceRun:
                        "window_basis": basis, "rss_mb": mem["mean_mb"], "rss_peak_mb": mem["peak_mb"],
                        "samples": mem["n"], "throttling": win["throttling"],
                        "quota": ctx.record.get("quota")}
+        if res is not None and res.steps:
+            m["steps"] = self._steps(ctx, samples, res.steps, a.t, b.t)
         if ctx.multi:
             per = self._per_node(ctx, t0, t1)
             m["nodes"] = per
@@ -772,7 +775,7 @@ class InstanceRun:
         alive, why = ctx.alive()
         if not alive:
             m["error"] = f"{'a node' if ctx.multi else 'server'} died under load ({why})"
-        elif res is not None and res.ok_count == 0:
+        elif res is not None and res.ok_count == 0 and level.kind not in driver.quiet_level_kinds:
             m["error"] = "no successful answer: " + (", ".join(f"{k}: {v}" for k, v in
                                                               list(res.error_kinds.items())[:2]) or "?")
         elif res is not None and res.status_check and m["error"] is None:
@@ -784,6 +787,7 @@ class InstanceRun:
             check = self._after_load(ctx)
             if check is not None:
                 m["after_load"] = check
+                r.store.declare_metrics(check.get("metrics") or {}, f"after-load check of {sc.name}")
                 if not check["ok"] and m["error"] is None:
                     m["error"] = f"check after load failed: {check['detail']}"
         m["ok"] = m["error"] is None
@@ -791,6 +795,29 @@ class InstanceRun:
         self._report_level(ctx, w, level, res, m, win, mem, cores)
         if not alive:
             raise ServerError(m["error"])
+
+    def _steps(self, ctx: Instance, samples, steps: list[dict], lo: float, hi: float) -> list[dict]:
+        """A driver's step-wise results (a connection ramp) with the server's
+        CPU and memory over each step; times made relative to sampling."""
+        out = []
+        for st in steps:
+            t0, t1 = st.get("t0"), st.get("t1")
+            row = {k: v for k, v in st.items() if k not in ("t0", "t1")}
+            if isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and lo <= t0 < t1 <= hi + 0.05:
+                t1 = min(t1, hi)
+                win = self._window(samples, t0, t1)
+                mem = sampling.memory_stats(sampling.window(samples, t0, t1))
+                if ctx.multi:
+                    per = self._per_node(ctx, t0, t1)
+                    mem = {"mean_mb": _sum(v["rss_mb"] for v in per.values()),
+                           "peak_mb": _sum(v["rss_peak_mb"] for v in per.values()), "n": None}
+                row.update(t0=t0 - ctx.t_start, t1=t1 - ctx.t_start, cpu_cores=win["cpu_cores"],
+                           rss_mb=mem["mean_mb"], rss_peak_mb=mem["peak_mb"])
+                ctx.mark_phase(f"step {row.get('name', len(out) + 1)}", t0, t1)
+            else:
+                row["error"] = "step outside the tool's run: no server figures"
+            out.append(row)
+        return out
 
     def _faults_done(self, ctx: Instance, faults: FaultSchedule, w: Workload, level: Level) -> list[dict]:
         """Wait for the schedule; services left stopped by it are started again

@@ -216,11 +216,14 @@ def _node_table(data: dict, scenario: str) -> list[dict] | None:
 
 
 def build_context(data: dict, baseline: dict | None = None, threshold: float = 0.10) -> dict:
+    from .results import extra_metrics
     from .summary import compare, ranks, summary_rows
     rows = flat_rows(data)
-    srows = summary_rows(rows)
+    extra = extra_metrics(data)
+    srows = summary_rows(rows, sorted(extra))
     rank_rps = ranks(rows, "rps", True)
-    verdicts = compare(flat_rows(baseline), rows, threshold) if baseline is not None else None
+    verdicts = compare(flat_rows(baseline), rows, threshold,
+                       extra=extra_metrics(baseline, data)) if baseline is not None else None
     vindex = {}
     for v in verdicts or []:
         vindex.setdefault((v["scenario"], v["implementation"], v["workload"], v["level"]), []).append(v)
@@ -286,8 +289,13 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
                 charts.append(latency_chart(per_trial, w["name"], closed[-1]))
             for lv in rate_levels:
                 charts.append(latency_chart(per_trial, w["name"], lv))
+            shown = [k for k in sorted(extra) if any(r.get(f"{k}_median") is not None for r in wrows)]
+            other = {"metrics": [dict(extra[k], name=k) for k in shown],
+                     "rows": [{"implementation": r["implementation"], "level": r["level"],
+                               "cells": [_cell(r, k, 3) for k in shown]} for r in wrows]} if shown else None
             workloads.append({"name": w["name"], "description": w.get("description", ""),
-                              "driver": w.get("driver"), "table": table, "charts": [c for c in charts if c]})
+                              "driver": w.get("driver"), "table": table, "charts": [c for c in charts if c],
+                              "other": other})
             if closed:
                 head = closed[-1]
                 ranked = sorted((t for t in table if t["r"]["level"] == head),

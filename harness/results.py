@@ -59,6 +59,16 @@ class ResultsStore:
         self.data["measurements"].append(m)
         self.save()
 
+    def declare_metrics(self, metrics: dict[str, dict], source: str) -> None:
+        """Record what a metric means (unit, better direction, where from), once
+        per name: report, summary and compare read these declarations."""
+        decl = self.data.setdefault("metrics", {})
+        for name, d in metrics.items():
+            if name in BUILTIN_METRICS or name in decl:
+                continue
+            decl[name] = {"unit": d.get("unit", ""), "better": d.get("better", "none"),
+                          "description": d.get("description", ""), "source": source}
+
     def set_interop(self, scenario: str, cells: list[dict]) -> None:
         self.data["interop"][scenario] = cells
         self.save()
@@ -107,6 +117,11 @@ COLUMNS = [
     "server_cpus", "client_cpus", "cpu_quota", "cpu_quota_applied", "cfs_period_us", "window_s",
     "warmup_s", "warmup_steady", "cut_off", "late", "services_cpu_cores", "services_rss_mb", "nodes", "error",
 ]
+# Figures of the flat table that every run has (their meaning: results/README.md).
+# Others come from drivers and checks, declared in results.json "metrics".
+BUILTIN_METRICS = {"rps", "requests", "errors", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "cpu_cores",
+                   "cpu_s_per_1k", "rps_per_cpu", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb",
+                   "startup_ms", "shutdown_ms"} | set(COLUMNS)
 NODE_COLUMNS = ["run_id", "scenario", "implementation", "workload", "level", "trial", "node", "ok",
                 "cpu_cores", "cpu_s", "rss_mb", "rss_peak_mb"]
 
@@ -201,7 +216,30 @@ def flat_rows(data: dict) -> list[dict]:
             "error": m.get("error") or (f"check after stop failed: {stop_check.get('detail')}"
                                         if stop_failed else None),
         })
+        # the open metrics: a driver's own, the after-load and after-stop checks'
+        extra = dict(load_.get("extra") or {})
+        for src in ((m.get("after_load") or {}).get("metrics") or {}, stop_check.get("metrics") or {}):
+            extra.update({k: v["value"] for k, v in src.items()})
+        for k, v in extra.items():
+            if k not in rows[-1]:
+                rows[-1][k] = v
     return rows
+
+
+def extra_metrics(*runs: dict) -> dict[str, dict]:
+    """The declared metrics beyond the built-in ones, over one or more runs."""
+    out: dict[str, dict] = {}
+    for data in runs:
+        for name, d in (data.get("metrics") or {}).items():
+            if name not in BUILTIN_METRICS:
+                out.setdefault(name, d)
+    return out
+
+
+def columns(data: dict) -> list[str]:
+    """The flat table's columns for this run: the built-in ones, then its
+    declared metrics, `error` last."""
+    return COLUMNS[:-1] + sorted(extra_metrics(data)) + ["error"]
 
 
 def node_rows(data: dict) -> list[dict]:

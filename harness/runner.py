@@ -172,6 +172,13 @@ class Runner:
             "environment": fingerprint(self.root, tools),
             "harness_overhead": [],
         })
+        for sc, _ in self.selection:
+            for w in sc.workloads:
+                try:
+                    d = get_driver(w.driver)
+                except LangbenchError:
+                    continue
+                self.store.declare_metrics({m.name: m.to_json() for m in d.metrics}, f"driver {d.name}")
         self.progress(f"run {self.run_id}: runtime {self.runtime.name}, profile {self.profile_name}, "
                       f"{len(plan)} server runs, server CPUs {self.layout.server} "
                       f"(quota {self.profile.server_cpu_quota} cores), load tool CPUs {self.layout.client}")

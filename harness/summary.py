@@ -29,15 +29,17 @@ def usable(r: dict) -> bool:
     return bool(r["ok"] and r["verified"])
 
 
-def summary_columns() -> list[str]:
+def summary_columns(extra: list[str] | tuple = ()) -> list[str]:
     cols = ["scenario", "implementation", "language", "runtime", "workload", "level", "level_kind",
             "level_value", "trials", "failed_trials", "verified", "client_bound", "noisy", "unstable"]
-    for m in SUMMARY_METRICS:
+    for m in SUMMARY_METRICS + list(extra):
         cols += [f"{m}_median", f"{m}_ci_low", f"{m}_ci_high", f"{m}_cv"]
     return cols
 
 
-def summary_rows(rows: list[dict]) -> list[dict]:
+def summary_rows(rows: list[dict], extra: list[str] | tuple = ()) -> list[dict]:
+    """One row per scenario, implementation, workload and level; `extra`:
+    declared metrics beyond the built-in ones (results.extra_metrics)."""
     out = []
     for key, rs in group(rows).items():
         good = [r for r in rs if usable(r)]
@@ -48,7 +50,7 @@ def summary_rows(rows: list[dict]) -> list[dict]:
                    verified=all(r["verified"] for r in rs), client_bound=any(r["client_bound"] for r in rs),
                    noisy=any(r.get("noisy") for r in rs))
         unstable = []
-        for m in SUMMARY_METRICS:
+        for m in SUMMARY_METRICS + list(extra):
             s = stats.summarize([r[m] for r in good if r.get(m) is not None])
             row[f"{m}_median"] = _r(s.median)
             row[f"{m}_ci_low"] = _r(s.ci_low)
@@ -76,7 +78,8 @@ FDR_METHODS = ("bh", "none")
 
 
 def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
-            current_failures: dict[tuple, str] | None = None, fdr: str = "bh") -> list[dict]:
+            current_failures: dict[tuple, str] | None = None, fdr: str = "bh",
+            extra: dict[str, dict] | None = None) -> list[dict]:
     """One verdict per scenario, implementation, workload, level and metric.
 
     All the tests one compare makes are one family: with `fdr` "bh" (the
@@ -84,6 +87,8 @@ def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
     over every test of the compare is < 0.05, so that of the changes called,
     at most about 5% are expected to be chance. "none" tests each verdict on
     its own at 5%: of 40 unchanged figures about two are then called changed.
+    `extra`: declared metrics (results.extra_metrics); those with a better
+    direction get verdicts too.
 
     A (scenario, implementation, workload, level) usable in the base (at least
     one ok and verified trial) gets a single verdict, metric "all", when the
@@ -120,7 +125,11 @@ def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
             continue
         client_bound = any(r["client_bound"] for r in rb + rc)
         noisy = any(r.get("noisy") for r in rb + rc)
-        for metric, higher in COMPARED.items():
+        compared = dict(COMPARED)
+        for name, d in (extra or {}).items():        # declared metrics with a better direction
+            if d.get("better") in ("higher", "lower"):
+                compared[name] = d["better"] == "higher"
+        for metric, higher in compared.items():
             vb = [r[metric] for r in b if r.get(metric) is not None]
             vc = [r[metric] for r in c if r.get(metric) is not None]
             entry = dict(zip(KEY, key), metric=metric, base_n=len(vb), current_n=len(vc),

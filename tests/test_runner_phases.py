@@ -14,7 +14,7 @@ import pytest
 
 from harness import phases as phases_mod
 from harness import runner as runner_mod
-from harness.drivers.base import Driver, LoadResult
+from harness.drivers.base import Driver, LoadResult, Metric
 from harness.manifest import (CommandSpec, Fault, Implementation, ProfileLevels, Readiness, Scenario, Service,
                               VerifyStep, Workload)
 from harness.profiles import CpuLayout, Profile
@@ -88,6 +88,8 @@ class FakeRuntime(Runtime):
 class FakeDriver(Driver):
     name = "fake"
     level_kinds = ("concurrency",)
+    metrics = Driver.metrics + (Metric("conns_per_mb", "conn/MB", "higher", "connections held per MB"),)
+    conns_per_mb = 100.0
 
     def __init__(self, rt: FakeRuntime, interrupt_at: str | None = None):
         self.rt = rt
@@ -113,7 +115,7 @@ class FakeDriver(Driver):
                           duration_s=duration_s, wall_s=t1 - t0, count=n, ok_count=n, errors=0,
                           rps=n / (t1 - t0), latency_ms={"p50": 1.0, "p90": 2.0, "p99": 3.0, "p999": 4.0,
                                                          "max": 5.0, "mean": 1.2},
-                          send_t0=t0, send_t1=t1)
+                          send_t0=t0, send_t1=t1, extra={"conns_per_mb": self.conns_per_mb * level.value})
 
 
 target_impl: dict[str, str] = {}       # target -> implementation name (the fake driver's only view)
@@ -370,3 +372,82 @@ def test_a_mixed_topology_takes_each_node_from_its_implementation(harness_env):
     started = {h.spec.labels["langbench.node"]: h.spec.impl.name for h in rt.started if h.spec.impl is not None}
     assert started == {"a": "go", "b": "rust"}
     assert all(r_["ok"] for r_ in flat_rows(data))
+
+
+def test_open_metrics_from_a_driver_and_a_check_reach_tables_compare_and_report(harness_env):
+    from harness.report import render
+    from harness.results import columns
+    from harness.summary import compare, summary_rows
+    from harness.results import extra_metrics
+    rt, drivers, tmp = harness_env
+    sc = _scenario(tmp)
+    _runner(tmp, rt, sc, [_impl(tmp, "m")], trials=3).run()
+    base = load(tmp / "out")
+    decl = base["metrics"]
+    assert decl["conns_per_mb"] == {"unit": "conn/MB", "better": "higher", "description": "connections held per MB",
+                                    "source": "driver fake"}
+    assert decl["answers"]["source"] == "after-stop check of fake" and decl["answers"]["better"] == "none"
+    assert "rps" not in decl                                   # built-in figures are not re-declared
+    cols = columns(base)
+    assert "conns_per_mb" in cols and "answers" in cols and cols[-1] == "error"
+    rows = flat_rows(base)
+    assert {r_["level"]: r_["conns_per_mb"] for r_ in rows} == {"c1": 100.0, "c2": 200.0}
+    assert all(r_["answers"] == 302 for r_ in rows)
+    srows = summary_rows(rows, sorted(extra_metrics(base)))
+    assert {r_["level"]: r_["conns_per_mb_median"] for r_ in srows} == {"c1": 100.0, "c2": 200.0}
+    # a second run holding half as many connections per MB: regressed on that metric
+    drivers["fake"].conns_per_mb = 50.0
+    rt2 = FakeRuntime()
+    drivers["fake"].rt = rt2
+    r2 = _runner(tmp, rt2, sc, [_impl(tmp, "m")], trials=3)
+    r2.out_dir = tmp / "out2"
+    r2.run()
+    cur = load(tmp / "out2")
+    verdicts = compare(flat_rows(base), flat_rows(cur), 0.10, extra=extra_metrics(base, cur))
+    mine = {(v["level"], v["metric"]): v["verdict"] for v in verdicts}
+    assert mine[("c1", "conns_per_mb")] == "regressed" and mine[("c2", "conns_per_mb")] == "regressed"
+    assert ("c1", "answers") not in mine                      # no better direction: shown, not judged
+    html = render(cur, base)
+    assert "conns_per_mb conn/MB" in html and "driver fake" in html
+
+
+class RampDriver(FakeDriver):
+    """Holds idle connections in steps: no answers, memory per step."""
+    name = "ramp"
+    level_kinds = ("connections",)
+    quiet_level_kinds = ("connections",)
+
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None):
+        on_start(os.getpid())
+        t0 = time.monotonic()
+        steps = []
+        for i, n in enumerate((level.value // 2, level.value)):
+            s0 = time.monotonic()
+            time.sleep(duration_s / 2)
+            steps.append({"name": f"{n} open", "t0": s0, "t1": time.monotonic(), "connections": n})
+        t1 = time.monotonic()
+        on_start("exited")
+        on_start(None)
+        return LoadResult(tool="ramp", tool_version="1", command=["ramp"], level=level.to_json(),
+                          duration_s=duration_s, wall_s=t1 - t0, count=0, ok_count=0, errors=0, rps=0.0,
+                          latency_ms={"p50": None, "p90": None, "p99": None, "p999": None, "max": None,
+                                      "mean": None}, send_t0=t0, send_t1=t1, steps=steps)
+
+
+def test_a_ramp_reports_steps_and_zero_answers_is_not_an_error(harness_env):
+    from dataclasses import replace as dc_replace
+    rt, drivers, tmp = harness_env
+    drivers["ramp"] = RampDriver(rt)
+    base = _scenario(tmp)
+    sc = dc_replace(base, workloads=[Workload("hold", "", "ramp", {})],
+                    profiles={"quick": ProfileLevels([], [], 0.6, 0.0, {"connections": [1000]})})
+    _runner(tmp, rt, sc, [_impl(tmp, "r")]).run()
+    data = load(tmp / "out")
+    (m,) = data["measurements"]
+    assert m["ok"], m["error"]
+    assert m["level"]["key"] == "connections-1000"
+    assert [s_["connections"] for s_ in m["steps"]] == [500, 1000]
+    for s_ in m["steps"]:
+        assert s_["rss_mb"] == pytest.approx(40.0) and 0.2 < s_["cpu_cores"] < 0.3 and s_["t1"] > s_["t0"]
+    assert [p["name"] for p in data["instances"][0]["phases"] if p["name"].startswith("step")] == \
+        ["step 500 open", "step 1000 open"]

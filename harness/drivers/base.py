@@ -180,6 +180,11 @@ class LoadResult:
     late: int = 0                   # answers that came after the tool's timeout (wrk: not in its histogram)
     status_check: str | None = None # why the answers' mix of statuses is wrong (None: fine or not checked)
     notes: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)   # the driver's own metrics beyond the above (declared in metrics)
+    # step-wise results (a ramp): {"name", "t0", "t1" (monotonic seconds), and
+    # the driver's figures of that step}; the runner adds the server's CPU and
+    # memory over each step
+    steps: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -239,6 +244,7 @@ class Driver(abc.ABC):
 
     name: str
     level_kinds: tuple[str, ...] = ("concurrency",)
+    quiet_level_kinds: tuple[str, ...] = ()     # levels that expect no answers (idle connections held)
     params: tuple[Param, ...] = ()
     metrics: tuple[Metric, ...] = LOAD_METRICS
 

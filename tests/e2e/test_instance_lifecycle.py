@@ -122,3 +122,62 @@ def test_instance_folder_nofile_and_after_stop(project, tmp_path, runtime):
         left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=langbench.run={data['run_id']}"],
                               capture_output=True, text=True).stdout.split()
         assert left == []
+
+
+@pytest.fixture(scope="module")
+def duo(tmp_path_factory):
+    """A scaffolded scenario run as two nodes (b started first, a the entry),
+    with node b killed at 30% of every level and started again at 60%."""
+    root = tmp_path_factory.mktemp("duo") / "proj"
+    (root / "scenarios").mkdir(parents=True)
+    (root / "implementations").mkdir()
+    if (ROOT / "tools").is_dir():
+        shutil.copytree(ROOT / "tools", root / "tools")
+    cli = [sys.executable, "-m", "harness.cli", "--root", str(root)]
+    assert subprocess.run([*cli, "new", "duo"], capture_output=True, text=True).returncode == 0
+    sc = root / "scenarios" / "duo"
+    toml = (sc / "scenario.toml").read_text()
+    toml = toml.replace("\n[env]\n", '\n[topology]\nnodes = ["b", "a"]\nentry = "a"\n\n[env]\n', 1)
+    toml = toml.replace('driver = "wrk"', 'driver = "wrk"\nfaults = [{at = 0.3, action = "kill", target = "b"}, '
+                                          '{at = 0.6, action = "start", target = "b"}]', 1)
+    (sc / "scenario.toml").write_text(toml)
+    impls = root / "implementations" / "duo"
+    for other in ("go", "rust", "scala"):
+        shutil.rmtree(impls / other)
+    manifest = impls / "python" / "langbench.toml"
+    text = manifest.read_text()
+    run_block = text[text.index("[run]"):text.index("[tuning]")]
+    nodes = ('[nodes.a]\ncommand = ["python3", "server.py"]\nenv = { NEXT = "{node.b.target}" }\n\n'
+             '[nodes.b]\ncommand = ["python3", "server.py"]\nenv = { GREETING = "hello" }\n\n')
+    manifest.write_text(text.replace(run_block, nodes))
+    return root, cli
+
+
+@pytest.mark.parametrize("runtime", ["process", "docker"])
+def test_two_nodes_with_a_node_killed_under_load(duo, tmp_path, runtime):
+    root, cli = duo
+    out = tmp_path / "run"
+    proc = subprocess.run([*cli, "run", "duo", "--runtime", runtime, "--profile", "quick", "--out", str(out),
+                           "--no-report", "--no-interop"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = results.load(out)
+    inst = data["instances"][0]
+    assert list(inst["nodes"]) == ["b", "a"]
+    assert inst["nodes"]["a"]["env"]["NEXT"] == f"127.0.0.1:{inst['nodes']['b']['port']}"
+    assert inst["nodes"]["b"]["restarts"] == len(data["measurements"]) == 2
+    for m in data["measurements"]:
+        assert m["ok"], m["error"]
+        assert [(e["action"], e["target"], e["ok"]) for e in m["faults"]] == [("kill", "b", True),
+                                                                             ("start", "b", True)]
+        a = m["nodes"]["a"]
+        assert a["cpu_cores"] > 0 and a["rss_mb"] > 5          # the entry node served the load
+        assert m["nodes"]["b"]["cpu_cores"] is None              # replaced inside the window
+        assert m["server"]["cpu_cores"] >= a["cpu_cores"] * 0.99
+    rows = results.flat_rows(data)
+    assert all(r["nodes"] == 2 for r in rows)
+    assert langbench_processes() == []
+    if runtime == "docker":
+        assert inst["nodes"]["a"]["runtime"]["container_name"] != inst["nodes"]["b"]["runtime"]["container_name"]
+        left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=langbench.run={data['run_id']}"],
+                              capture_output=True, text=True).stdout.split()
+        assert left == []
