@@ -196,6 +196,36 @@ def stats_median(xs):
     return median([x for x in xs if x is not None])
 
 
+def _step_table(data: dict, scenario: str, workload: str) -> dict | None:
+    """A driver's step-wise results (a ramp): per implementation, level and
+    step, the median over trials of every figure the steps carry (the
+    driver's own, and the server's CPU and memory over the step)."""
+    from .stats import median
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    impls = data["implementations"]
+    for m in data["measurements"]:
+        if m["scenario"] != scenario or m["workload"] != workload or not m.get("ok"):
+            continue
+        name = impls.get(m["implementation_id"], {}).get("name", m["implementation_id"])
+        for i, st in enumerate(m.get("steps") or []):
+            groups[(name, m["level"]["key"], i, str(st.get("name", i + 1)))].append(st)
+    if not groups:
+        return None
+    keys: list[str] = []
+    for sts in groups.values():
+        for st in sts:
+            for k, v in st.items():
+                if k not in ("name", "t0", "t1", "error") and isinstance(v, (int, float)) \
+                        and not isinstance(v, bool) and k not in keys:
+                    keys.append(k)
+    rows = []
+    for (impl, level, _, step), sts in sorted(groups.items()):
+        rows.append({"implementation": impl, "level": level, "step": step, "trials": len(sts),
+                     "cells": [_fmt(median([st[k] for st in sts if isinstance(st.get(k), (int, float))]), 2)
+                               for k in keys]})
+    return {"keys": keys, "rows": rows}
+
+
 def _node_table(data: dict, scenario: str) -> list[dict] | None:
     """Per implementation, workload, level and node: median CPU cores and
     memory over the trials (implementations with several nodes only)."""
@@ -295,7 +325,7 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
                                "cells": [_cell(r, k, 3) for k in shown]} for r in wrows]} if shown else None
             workloads.append({"name": w["name"], "description": w.get("description", ""),
                               "driver": w.get("driver"), "table": table, "charts": [c for c in charts if c],
-                              "other": other})
+                              "other": other, "steps": _step_table(data, name, w["name"])})
             if closed:
                 head = closed[-1]
                 ranked = sorted((t for t in table if t["r"]["level"] == head),

@@ -15,7 +15,11 @@ from pathlib import Path
 from .errors import InputError
 
 SCHEMA = "langbench.results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this langbench reads. 2 added (all optional, absent in version 1
+# files): nodes and topology, instance folders and after-stop checks, check
+# metrics, open metric declarations, faults and steps per measurement.
+READABLE_VERSIONS = (1, 2)
 RESULTS_FILE = "results.json"
 
 
@@ -97,9 +101,9 @@ def load(path: Path) -> dict:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise InputError(f"{path}: field 'schema': not a langbench results file")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise InputError(f"{path}: field 'schema_version': {version!r} is not supported "
-                         f"(this langbench reads {SCHEMA_VERSION})")
+                         f"(this langbench reads {', '.join(map(str, READABLE_VERSIONS))})")
     for key, kind in (("implementations", dict), ("instances", list), ("measurements", list)):
         if not isinstance(data.get(key), kind):
             raise InputError(f"{path}: field '{key}': missing or not a {kind.__name__}")

@@ -451,3 +451,39 @@ def test_a_ramp_reports_steps_and_zero_answers_is_not_an_error(harness_env):
         assert s_["rss_mb"] == pytest.approx(40.0) and 0.2 < s_["cpu_cores"] < 0.3 and s_["t1"] > s_["t0"]
     assert [p["name"] for p in data["instances"][0]["phases"] if p["name"].startswith("step")] == \
         ["step 500 open", "step 1000 open"]
+    from harness.report import render
+    html = render(data)
+    assert "Step by step" in html and "<td class=\"l\">500 open</td>" in html and "<th>connections</th>" in html
+
+
+def test_version_1_results_files_are_still_read(harness_env):
+    """A file written before schema version 2 (no metrics, nodes, faults,
+    steps, instance folders or after-stop checks) loads, tabulates, renders
+    and compares against a version 2 file."""
+    from harness.report import render
+    from harness.results import columns, extra_metrics
+    from harness.summary import compare
+    rt, _, tmp = harness_env
+    _runner(tmp, rt, _scenario(tmp), [_impl(tmp, "v")], trials=3).run()
+    v2 = json.loads((tmp / "out" / "results.json").read_text())
+    v1 = json.loads(json.dumps(v2))
+    v1["schema_version"] = 1
+    v1.pop("metrics", None)
+    for m in v1["measurements"]:
+        for k in ("nodes", "faults", "steps"):
+            m.pop(k, None)
+        m["load"].pop("extra", None)
+        m["load"].pop("steps", None)
+    for i in v1["instances"]:
+        for k in ("after_stop", "instance_dir", "instance_files", "nofile", "nodes", "topology"):
+            i.pop(k, None)
+    old = tmp / "v1"
+    old.mkdir()
+    (old / "results.json").write_text(json.dumps(v1))
+    data = load(old)
+    rows = flat_rows(data)
+    assert len(rows) == 6 and all(r_["ok"] and r_["nodes"] == 1 for r_ in rows)          # 3 trials x 2 levels
+    assert "conns_per_mb" not in columns(data) and extra_metrics(data) == {}
+    assert "Workload w" in render(data)
+    verdicts = compare(rows, flat_rows(load(tmp / "out")), 0.10, extra=extra_metrics(data, v2))
+    assert {v["verdict"] for v in verdicts if v["metric"] == "rps"} == {"within noise"}

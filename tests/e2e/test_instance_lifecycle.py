@@ -66,15 +66,23 @@ sys.exit(0 if ok else 1)
 '''
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lifecycle") / "proj"
+def _scaffold(tmp_path_factory, name: str):
+    """A throw-away project with `langbench new NAME`, Python only."""
+    root = tmp_path_factory.mktemp(name) / "proj"
     (root / "scenarios").mkdir(parents=True)
     (root / "implementations").mkdir()
     if (ROOT / "tools").is_dir():
         shutil.copytree(ROOT / "tools", root / "tools")
     cli = [sys.executable, "-m", "harness.cli", "--root", str(root)]
-    assert subprocess.run([*cli, "new", "stopfile"], capture_output=True, text=True).returncode == 0
+    assert subprocess.run([*cli, "new", name], capture_output=True, text=True).returncode == 0
+    for other in ("go", "rust", "scala"):
+        shutil.rmtree(root / "implementations" / name / other)
+    return root, cli
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root, cli = _scaffold(tmp_path_factory, "stopfile")
     sc = root / "scenarios" / "stopfile"
     (sc / "after_stop.py").write_text(CHECK)
     toml = (sc / "scenario.toml").read_text()
@@ -82,8 +90,6 @@ def project(tmp_path_factory):
                                       '"{instance_dir}", "{ok_total}"]\ntimeout_s = 30\n\n[env]\n', 1)
     (sc / "scenario.toml").write_text(toml)
     impls = root / "implementations" / "stopfile"
-    for other in ("go", "rust", "scala"):
-        shutil.rmtree(impls / other)
     server = impls / "python" / "server.py"
     src = server.read_text().replace('if __name__ == "__main__":\n    main()\n', "")
     server.write_text(src + SERVER_PATCH)
@@ -128,13 +134,7 @@ def test_instance_folder_nofile_and_after_stop(project, tmp_path, runtime):
 def duo(tmp_path_factory):
     """A scaffolded scenario run as two nodes (b started first, a the entry),
     with node b killed at 30% of every level and started again at 60%."""
-    root = tmp_path_factory.mktemp("duo") / "proj"
-    (root / "scenarios").mkdir(parents=True)
-    (root / "implementations").mkdir()
-    if (ROOT / "tools").is_dir():
-        shutil.copytree(ROOT / "tools", root / "tools")
-    cli = [sys.executable, "-m", "harness.cli", "--root", str(root)]
-    assert subprocess.run([*cli, "new", "duo"], capture_output=True, text=True).returncode == 0
+    root, cli = _scaffold(tmp_path_factory, "duo")
     sc = root / "scenarios" / "duo"
     toml = (sc / "scenario.toml").read_text()
     toml = toml.replace("\n[env]\n", '\n[topology]\nnodes = ["b", "a"]\nentry = "a"\n\n[env]\n', 1)
@@ -142,8 +142,6 @@ def duo(tmp_path_factory):
                                           '{at = 0.6, action = "start", target = "b"}]', 1)
     (sc / "scenario.toml").write_text(toml)
     impls = root / "implementations" / "duo"
-    for other in ("go", "rust", "scala"):
-        shutil.rmtree(impls / other)
     manifest = impls / "python" / "langbench.toml"
     text = manifest.read_text()
     run_block = text[text.index("[run]"):text.index("[tuning]")]
