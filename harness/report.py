@@ -100,9 +100,15 @@ def timeseries_chart(data: dict, scenario: str, field: str, ylabel: str) -> str 
     for i, inst in enumerate(insts):
         imp = impls.get(inst["implementation_id"], {})
         ts = inst["timeseries"]
-        ax.plot(ts["t_s"], ts[field], label=imp.get("name", "?"), linewidth=1,
-                color=_colour(imp.get("language", ""), i))
-    ax.set_xlabel("seconds since sampling started (idle, then each workload and level)")
+        colour = _colour(imp.get("language", ""), i)
+        ax.plot(ts["t_s"], ts[field], label=imp.get("name", "?"), linewidth=1, color=colour)
+        marked = False
+        for ph in inst.get("phases") or []:
+            if str(ph.get("name", "")).startswith("fault:"):
+                ax.axvline(ph["t0"], linestyle=":", linewidth=0.8, color=colour,
+                           label=None if marked else f"{imp.get('name', '?')}: faults")
+                marked = True
+    ax.set_xlabel("seconds since sampling started (idle, then each workload and level; dotted: faults)")
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper right")

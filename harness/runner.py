@@ -105,9 +105,10 @@ class Runner:
     run_id: str = ""
     allow_uncapped: bool = False
     keep_instance_files: bool = False
-    live: dict = field(default_factory=dict)
-    builds: dict = field(default_factory=dict)
-    failed: dict = field(default_factory=dict)
+    # run state, not configuration: filled while the run goes
+    live: dict = field(default_factory=dict, init=False)      # key -> running handle (stopped on any exit)
+    builds: dict = field(default_factory=dict, init=False)    # implementation id -> BuildResult
+    failed: dict = field(default_factory=dict, init=False)    # implementation id -> "stage: why"
 
     def __post_init__(self) -> None:
         if not self.run_id:

@@ -221,6 +221,8 @@ def test_phases_in_order_with_a_fault_and_an_after_stop_check(harness_env):
     assert [r_["ok"] for r_ in rows] == [True, True]
     assert all(0.2 < r_["cpu_cores"] < 0.3 for r_ in rows)           # the fake server's quarter core
     assert rt.running() == []
+    from harness.report import render
+    assert "good: faults" in render(data)          # the faults are marked in the time-series charts
 
 
 def test_a_server_that_dies_under_load_fails_alone(harness_env):
