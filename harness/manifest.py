@@ -155,9 +155,15 @@ class Topology:
     nodes: list[str]
     entry: str
     readiness: dict[str, Readiness]
+    quota: str = "each"        # each: every node gets the profile's CPU quota; split: they share it equally
 
     def to_json(self) -> dict:
-        return {"nodes": self.nodes, "entry": self.entry}
+        return {"nodes": self.nodes, "entry": self.entry, "quota": self.quota}
+
+    def node_quota(self, profile_quota: float | None) -> float | None:
+        if profile_quota is None or self.quota == "each":
+            return profile_quota
+        return profile_quota / len(self.nodes)
 
 
 @dataclass(frozen=True)
@@ -481,7 +487,11 @@ def _topology(t: _Table, default_readiness: Readiness) -> Topology | None:
     sub = t.sub("topology")
     if sub is None:
         return None
-    sub.check_keys({"nodes", "entry", "readiness"})
+    sub.check_keys({"nodes", "entry", "readiness", "quota"})
+    quota = sub.get("quota", str, default="each")
+    if quota not in ("each", "split"):
+        raise sub.err("quota", f"'{quota}' is not 'each' (every node the profile's CPU quota) or 'split' "
+                               f"(the nodes share it)")
     nodes = sub.str_list("nodes", required=True, nonempty=True)
     for i, n in enumerate(nodes):
         if not n.isidentifier():
@@ -498,7 +508,7 @@ def _topology(t: _Table, default_readiness: Readiness) -> Topology | None:
             if name not in nodes:
                 raise rt.err(name, f"no node named '{name}'")
             ready[name] = _readiness(rt.sub(name, required=True))
-    return Topology(nodes, entry, {n: ready.get(n, default_readiness) for n in nodes})
+    return Topology(nodes, entry, {n: ready.get(n, default_readiness) for n in nodes}, quota)
 
 
 def _python_requires(t: _Table) -> list[str]:

@@ -266,7 +266,9 @@ class InstanceRun:
             suffix = f"-{n}" if len(names) > 1 else ""
             spec = LaunchSpec(run_id=r.run_id, key=key + suffix, impl=ns.owner or impl, scenario=sc, host=host,
                               port=ports[n],
-                              cpus=r.layout.server, cpu_quota=r.profile.server_cpu_quota, env=env,
+                              cpus=r.layout.server,
+                              cpu_quota=sc.topology.node_quota(r.profile.server_cpu_quota) if sc.topology
+                              else r.profile.server_cpu_quota, env=env,
                               command=[expand(a, nph) for a in ns.command],
                               log_path=r.logs / f"server-{sc.name}-{impl.name}-t{trial}{suffix}.log",
                               labels={"langbench.run": r.run_id, "langbench.impl": impl.id, "langbench.node": n},
@@ -554,7 +556,7 @@ class InstanceRun:
         profile declares but that is not in force stops the run (exit 2)
         unless the user allowed running uncapped."""
         r = self.run_
-        want, period = r.profile.server_cpu_quota, r.profile.cfs_period_us
+        want, period = handle.spec.cpu_quota, r.profile.cfs_period_us
         try:
             got = handle.quota_applied()
         except OSError:

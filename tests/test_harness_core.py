@@ -234,6 +234,7 @@ def test_nodes_in_a_one_node_scenario_are_refused(mini_root):
     ('[topology]\nnodes = ["a", "b"]\nentry = "z"\n', "topology.entry"),
     ('[topology]\nnodes = ["a-1"]\n', "topology.nodes[0]"),
     ('[topology]\nnodes = ["a"]\nreadiness.q = { kind = "tcp" }\n', "topology.readiness.q"),
+    ('[topology]\nnodes = ["a"]\nquota = "half"\n', "topology.quota"),
 ])
 def test_bad_topology_names_the_field(mini_root, topology, field):
     toml = _scenario(mini_root)

@@ -298,7 +298,7 @@ def test_three_nodes_sampled_apart_and_summed_with_a_node_fault(harness_env):
     data = load(tmp / "out")
     assert data["implementations"]["fake/tri"]["status"] == "ok", data["implementations"]["fake/tri"]
     inst = data["instances"][0]
-    assert list(inst["nodes"]) == ["c", "b", "a"] and inst["topology"] == {"nodes": ["c", "b", "a"], "entry": "a"}
+    assert list(inst["nodes"]) == ["c", "b", "a"] and inst["topology"] == {"nodes": ["c", "b", "a"], "entry": "a", "quota": "each"}
     # placeholders reach every node: b was told where c listens, every node its own name
     c_port = inst["nodes"]["c"]["port"]
     assert inst["nodes"]["b"]["command"][-1] == f"127.0.0.1:{c_port}"
@@ -331,7 +331,7 @@ def test_node_rows_table_and_report(harness_env, tmp_path):
     from harness.results import node_rows
     rt, _, tmp = harness_env
     base = _scenario(tmp)
-    sc = dc_replace(base, topology=Topology(["b", "a"], "a", {n: base.readiness for n in "ab"}))
+    sc = dc_replace(base, topology=Topology(["b", "a"], "a", {n: base.readiness for n in "ab"}, "split"))
     impl = dc_replace(_impl(tmp, "duo"), node_specs={n: NodeSpec(n, ["server"], {}) for n in "ab"})
     _runner(tmp, rt, sc, [impl]).run()
     data = load(tmp / "out")
@@ -340,6 +340,8 @@ def test_node_rows_table_and_report(harness_env, tmp_path):
     assert all(0.2 < r_["cpu_cores"] < 0.3 and r_["rss_mb"] == 40.0 for r_ in nr)
     rows = flat_rows(data)
     assert all(r_["nodes"] == 2 and 0.4 < r_["cpu_cores"] < 0.6 and r_["rss_mb"] == 80.0 for r_ in rows)
+    # quota = "split": the two nodes share the profile's 0.5 cores
+    assert {h.spec.cpu_quota for h in rt.started if h.spec.impl is not None} == {0.25}
     html = render(data)
     assert "Per node" in html and html.count("<td class=\"l\">duo</td>") >= 4
 
