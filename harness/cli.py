@@ -40,12 +40,18 @@ def cmd_list(args) -> int:
                         "workloads": [w.name for w in sc.workloads], "profiles": sorted(sc.profiles),
                         "implementations": [{"name": i.name, "language": i.language, "framework": i.framework}
                                             for i in cat.implementations.get(name, [])]})
+            if sc.topology is not None:
+                out[-1]["topology"] = sc.topology.to_json()
         print(json.dumps(out, indent=1))
         return ExitCode.OK
     for name, sc in sorted(cat.scenarios.items()):
         print(f"{name}: {sc.title} ({sc.protocol})")
+        if sc.topology is not None:
+            print(f"  nodes {' -> '.join(sc.topology.nodes)} (start order; entry {sc.topology.entry})")
         for w in sc.workloads:
-            print(f"  workload {w.name} [{w.driver}]: {w.description}")
+            faults = "; faults " + ", ".join(f"{f.action} {f.target} at {f.at:.0%}" for f in w.faults) \
+                if w.faults else ""
+            print(f"  workload {w.name} [{w.driver}]: {w.description}{faults}")
         for i in cat.implementations.get(name, []):
             print(f"  implementation {i.name}: {i.language}, {i.framework}")
         if not cat.implementations.get(name):
