@@ -84,7 +84,8 @@ def test_stop_kills_a_server_that_ignores_sigterm(mini_root, tmp_path):
 
 
 def test_leftovers_of_a_killed_run_are_removed(mini_root, tmp_path):
-    """A run killed with SIGKILL leaves its server; the next run removes it."""
+    """A run killed with SIGKILL leaves its server; the next run removes it,
+    but not while the harness that started it still runs."""
     spec = spec_for(mini_root, tmp_path, run_id="lbdeadrun")
 
     # start the server from a separate harness process that we then SIGKILL
@@ -100,6 +101,14 @@ time.sleep(60)
     harness_proc = subprocess.Popen([sys.executable, "-c", code, pickle.dumps(spec).hex()],
                                     stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     server_pid = int(harness_proc.stdout.readline())
+    # while that harness lives its run is going on (a CI job beside a user's
+    # run): another run's cleanup must leave its server and cgroup alone
+    spared = get_runtime("process").cleanup_leftovers(current_run="lbnewrun")
+    assert not any(str(server_pid) in r or spec.key in r for r in spared), spared
+    time.sleep(0.2)
+    assert psutil.pid_exists(server_pid) and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE
+    if cgroups.detect() is not None:
+        assert any(c.cpu_dir.name == spec.key for c in cgroups.leftovers())
     harness_proc.kill()
     harness_proc.wait()
     assert psutil.pid_exists(server_pid)

@@ -84,6 +84,29 @@ class ServerHandle(abc.ABC):
 
 
 ROLES = ("server", "client", "service")
+OWNER_ENV = "LANGBENCH_OWNER"     # pid:start time of the harness process that started a server
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """Names a harness process for as long as it lives (pid and start time)."""
+    import os  # noqa: PLC0415
+    import psutil  # noqa: PLC0415
+    p = psutil.Process(pid or os.getpid())
+    return f"{p.pid}:{p.create_time():.2f}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the harness process named by an owner tag still runs (this
+    process's own tag counts as gone: its leftovers are its own to clear)."""
+    import os  # noqa: PLC0415
+    import psutil  # noqa: PLC0415
+    pid, _, started = (owner or "").partition(":")
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.2f}" == started
+    except psutil.Error:
+        return False
 
 
 class Runtime(abc.ABC):

@@ -35,7 +35,7 @@ from .. import build as builder
 from .. import images
 from ..errors import LangbenchError, ServerError, ToolError
 from ..manifest import Implementation, Scenario, Service
-from .base import LaunchSpec, Runtime, ServerHandle, StopResult
+from .base import LaunchSpec, Runtime, ServerHandle, StopResult, owner_alive, owner_tag
 from .cgroups import CGROUP_ROOT, _v1_mount, read_quota, read_throttling
 
 RUN_LABEL = "langbench.run"
@@ -373,21 +373,12 @@ class DockerHandle(ServerHandle):
 
 
 def _owner(pid: int | None = None) -> str:
-    import psutil  # noqa: PLC0415
-    p = psutil.Process(pid or os.getpid())
-    return f"{p.pid}:{p.create_time():.2f}"
+    return owner_tag(pid)
 
 
 def _owner_alive(owner: str) -> bool:
     """Whether the harness process named by an owner label still runs."""
-    import psutil  # noqa: PLC0415
-    pid, _, started = owner.partition(":")
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        return f"{psutil.Process(int(pid)).create_time():.2f}" == started
-    except psutil.Error:
-        return False
+    return owner_alive(owner)
 
 
 def _container_name(key: str) -> str:
@@ -562,6 +553,9 @@ class DockerRuntime(Runtime):
                 removed.append(f"container {ctr.name} ({ctr.short_id}) of run {run}")
             except Exception:  # noqa: BLE001 - removed meanwhile
                 pass
+        # services without an image ran as native processes: theirs too
+        from .process import ProcessRuntime  # noqa: PLC0415
+        removed += ProcessRuntime().cleanup_leftovers(current_run)
         return removed
 
     def _atexit(self) -> None:

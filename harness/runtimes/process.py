@@ -18,9 +18,17 @@ import psutil
 from . import cgroups
 from ..errors import QuotaError
 from ..limits import apply_nofile
-from .base import LaunchSpec, Runtime, ServerHandle, StopResult
+from .base import OWNER_ENV, LaunchSpec, Runtime, ServerHandle, StopResult, owner_alive, owner_tag
 
 RUN_ENV = "LANGBENCH_RUN_ID"
+STALE_EMPTY_CGROUP_S = 60.0     # an empty langbench cgroup younger than this may belong to a run starting up
+
+
+def _mtime(path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class ProcessHandle(ServerHandle):
@@ -34,6 +42,7 @@ class ProcessHandle(ServerHandle):
         env = dict(os.environ)
         env.update(spec.env)
         env[RUN_ENV] = spec.run_id
+        env[OWNER_ENV] = owner_tag()       # a later run leaves this alone while we live
         cpus = list(spec.cpus)
         cg = self.cgroup
 
@@ -209,25 +218,41 @@ class ProcessRuntime(Runtime):
         return ProcessHandle(spec, self.use_cgroups, self.allow_uncapped)
 
     def cleanup_leftovers(self, current_run: str | None = None) -> list[str]:
+        """Kill what runs killed earlier left behind: processes carrying another
+        run's id whose harness process is gone (a run still going in another
+        harness, such as a CI job beside a user's run, is left alone), and
+        langbench cgroups holding none of a live run's processes."""
         removed = []
         me = os.getpid()
+        live_runs: set[str] = set()
         for p in psutil.process_iter(["pid", "name"]):
             if p.pid == me:
                 continue
             try:
-                run = p.environ().get(RUN_ENV)
+                env = p.environ()
             except psutil.Error:
                 continue
-            if run and run != current_run:
-                try:
-                    p.kill()
-                    removed.append(f"process {p.pid} ({p.info['name']}) of run {run}")
-                except psutil.Error:
-                    pass
-        for cg in cgroups.leftovers():
-            if current_run and cg.cpu_dir.name.startswith(current_run):
+            run = env.get(RUN_ENV)
+            if not run or run == current_run:
                 continue
-            for pid in cg.pids():
+            if owner_alive(env.get(OWNER_ENV, "")):
+                live_runs.add(run)
+                continue
+            try:
+                p.kill()
+                removed.append(f"process {p.pid} ({p.info['name']}) of run {run}")
+            except psutil.Error:
+                pass
+        for cg in cgroups.leftovers():
+            name = cg.cpu_dir.name
+            if current_run and name.startswith(current_run):
+                continue
+            if any(name.startswith(r) for r in live_runs):
+                continue
+            pids = cg.pids()
+            if not pids and time.time() - _mtime(cg.cpu_dir) < STALE_EMPTY_CGROUP_S:
+                continue          # just made by a run that is about to start its server in it
+            for pid in pids:
                 try:
                     psutil.Process(pid).kill()
                     removed.append(f"process {pid} in cgroup {cg.cpu_dir}")
