@@ -3,7 +3,6 @@ kinds and metrics; runtimes are found by name and place by role; scenario
 Python dependencies; check metrics; open-file limits."""
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
 import sys

@@ -5,7 +5,6 @@ under both runtimes. A variant that writes nothing must fail at after-stop,
 keep its folder, and leave nothing running."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
