@@ -101,7 +101,12 @@ def timeseries_chart(data: dict, scenario: str, field: str, ylabel: str) -> str 
         imp = impls.get(inst["implementation_id"], {})
         ts = inst["timeseries"]
         colour = _colour(imp.get("language", ""), i)
-        ax.plot(ts["t_s"], ts[field], label=imp.get("name", "?"), linewidth=1, color=colour)
+        ys, last = [], None
+        for y in ts[field]:
+            # files written before memory was held between readings have gaps
+            last = y if y is not None else last
+            ys.append(last)
+        ax.plot(ts["t_s"], ys, label=imp.get("name", "?"), linewidth=1, color=colour)
         marked = False
         for ph in inst.get("phases") or []:
             if str(ph.get("name", "")).startswith("fault:"):

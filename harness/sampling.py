@@ -100,14 +100,24 @@ def cpu_series(samples: list[Sample], key: str = SERVER_CPU) -> list[tuple[float
 
 
 def timeseries(samples: list[Sample], t0: float, max_points: int = 600) -> dict:
-    """A compact series for the results file: t relative to t0, cores, MB."""
+    """A compact series for the results file: t relative to t0, cores, MB.
+
+    Memory is read at a fraction of the sampling rate (every MEMORY_EVERY-th
+    tick): each point carries the latest memory reading at or before it
+    (None before the first one), so that a point's memory is never missing
+    just because it fell between readings or the series was thinned."""
     cores = cpu_series(samples)
     step = max(1, len(cores) // max_points)
     pts = cores[::step]
-    mem_by_t = {s.t: s.mem_bytes for s in samples}
+    held: dict[float, int | None] = {}
+    last = None
+    for s in samples:
+        if s.mem_bytes is not None:
+            last = s.mem_bytes
+        held[s.t] = last
     return {"t_s": [round(t - t0, 3) for t, _ in pts],
             "cpu_cores": [round(c, 4) for _, c in pts],
-            "rss_mb": [round(mem_by_t[t] / 1e6, 3) if mem_by_t.get(t) is not None else None for t, _ in pts]}
+            "rss_mb": [round(held[t] / 1e6, 3) if held.get(t) is not None else None for t, _ in pts]}
 
 
 def counters_of(handle) -> Callable[[], dict]:

@@ -68,6 +68,14 @@ def test_memory_and_series():
     assert len(series) == 5 and all(c == pytest.approx(0.25) for _, c in series)
     ts = sampling.timeseries(s, 0.0)
     assert ts["t_s"][0] == 1.0 and ts["rss_mb"][-1] == pytest.approx(15.0)
+    # memory read at every third tick only (as the runner samples it): every
+    # point carries the latest reading, none is left empty between readings,
+    # whatever the thinning of the series
+    sparse = [_s(t, t * 0.25, int(1e6 * (10 + t)) if t % 3 == 0 else None) for t in range(30)]
+    ts = sampling.timeseries(sparse, 0.0)
+    assert ts["rss_mb"][:6] == [10.0, 10.0, 13.0, 13.0, 13.0, 16.0]      # t = 1..6
+    thin = sampling.timeseries(sparse, 0.0, max_points=9)               # every third point: t = 1, 4, 7, ...
+    assert None not in thin["rss_mb"] and thin["rss_mb"][:3] == [10.0, 13.0, 16.0]
 
 
 def test_sampler_collects_at_its_rate_and_measures_itself():
