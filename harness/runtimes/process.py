@@ -258,7 +258,11 @@ class ProcessRuntime(Runtime):
                     removed.append(f"process {pid} in cgroup {cg.cpu_dir}")
                 except psutil.Error:
                     pass
-            time.sleep(0.1)
+            # a cgroup can only be removed once its processes are gone (a busy
+            # machine may take a moment to reap them)
+            deadline = time.monotonic() + 5.0
+            while pids and cg.pids() and time.monotonic() < deadline:
+                time.sleep(0.05)
             cg.remove()
         return removed
 
