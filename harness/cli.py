@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .errors import ExitCode, InputError, LangbenchError
 from .runtimes import runtime_names
+from .summary import FDR_METHODS
 from .manifest import discover
 from .profiles import PROFILES, cpu_layout, get_profile
 
@@ -427,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="compare runs that differ in runtime, profile, CPU quota or layout, or machine "
                         "(a warning instead of exit 2)")
-    s.add_argument("--fdr", choices=["bh", "none"], default="bh",
+    s.add_argument("--fdr", choices=list(FDR_METHODS), default="bh",
                    help="false-discovery control across the compare's tests: bh (Benjamini-Hochberg, q < 0.05; "
                         "the default) or none (each verdict its own test at 5%%)")
     s.set_defaults(func=cmd_compare)

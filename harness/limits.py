@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import resource
+from functools import lru_cache
 from pathlib import Path
 
 NOFILE = 1_048_576
 
 
+@lru_cache(maxsize=1)
 def nofile_target() -> int:
-    """The open-file limit the harness sets for what it starts."""
+    """The open-file limit the harness sets for what it starts (read once)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         nr_open = int(Path("/proc/sys/fs/nr_open").read_text())

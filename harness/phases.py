@@ -38,7 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 WARMUP_STEADY_WINDOWS = 3
 MEMORY_EVERY = 3          # memory at a third of the sampling rate: 3.3 Hz at 10 Hz
-PHASES = ("before", "start", "ready", "verify", "interop", "idle", "load", "stop", "after-stop")
+# the phases in order; the last two run for every server that was started, whatever happened
+PHASES = ("before", "start", "ready", "verify", "interop", "idle", "load", "stop", "after_stop")
+ALWAYS = ("stop", "after_stop")
 
 
 class PhaseFailed(Exception):
@@ -56,6 +58,7 @@ class Node:
     name: str
     spec: LaunchSpec
     readiness: object
+    base_key: str = ""                          # spec.key before any restart (-r1, -r2... after)
     handle: ServerHandle | None = None
     sampler: sampling.Sampler | None = None    # its own, for the per-node figures (several nodes only)
     startup_ms: float | None = None
@@ -74,9 +77,10 @@ class NodesView:
     processes a fault replaced), so that the window arithmetic and the noise
     analysis see every node as the server."""
 
-    def __init__(self, nodes: dict[str, Node], with_memory: bool):
+    def __init__(self, nodes: dict[str, Node]):
         self.nodes = nodes
-        self.with_memory = with_memory
+        # one node: memory is read here; several: each node's own sampler reads it
+        self.with_memory = len(nodes) == 1
 
     def cpu_seconds(self) -> float:
         total = 0.0
@@ -93,9 +97,10 @@ class NodesView:
         return {k: sum(p[k] for p in parts) for k in ("nr_periods", "nr_throttled", "throttled_s")}
 
     def memory_bytes(self) -> int | None:
-        if not self.with_memory:
-            return None       # several nodes: memory comes from each node's own sampler
-        return sum(n.handle.memory_bytes() for n in self.nodes.values() if n.handle is not None)
+        handles = [n.handle for n in self.nodes.values() if n.handle is not None]
+        if not self.with_memory or not handles:
+            return None
+        return sum(h.memory_bytes() for h in handles)
 
 
 @dataclass
@@ -111,14 +116,17 @@ class Instance:
     folder: Path                   # the server's own writable folder
     placeholders: dict[str, str]
     record: dict                   # its entry in results.json (instances[])
-    spec: LaunchSpec | None = None
-    handle: ServerHandle | None = None
+    nodes: dict[str, Node]         # in start order; the entry node is scenario.entry
     probe: Probe | None = None
     sampler: sampling.Sampler | None = None
     t_start: float = 0.0           # monotonic time sampling began (phase times are relative to it)
     stop_result: object | None = None
-    phase: str = "before"
-    nodes: dict[str, Node] | None = None       # in start order; the entry node is scenario.entry
+    phase: str = "before"          # the phase running now (recorded as failed_phase when one fails)
+
+    @property
+    def handle(self) -> ServerHandle | None:
+        """The entry node's process or container (the server, with one node)."""
+        return self.entry.handle
 
     @property
     def multi(self) -> bool:
@@ -211,25 +219,21 @@ class InstanceRun:
         r = self.run_
         ctx = self._new_instance()
         try:
-            for name, phase in (("before", self.before), ("start", self.start), ("ready", self.ready),
-                                ("verify", self.verify), ("interop", self.interop), ("idle", self.idle),
-                                ("load", self.load)):
-                ctx.phase = name
-                phase(ctx)
-        except PhaseFailed as exc:
-            ctx.record["error"] = str(exc) if exc.stage != "verify" else f"verification failed: {exc}"
+            for name in PHASES:
+                if name not in ALWAYS:
+                    ctx.phase = name
+                    getattr(self, name)(ctx)
+        except (PhaseFailed, ServerError) as exc:
+            stage = exc.stage if isinstance(exc, PhaseFailed) else "run"
+            ctx.record["error"] = f"verification failed: {exc}" if stage == "verify" else str(exc)
+            ctx.record["failed_phase"] = ctx.phase
             ctx.record["crashed"] = self._crashed(ctx)
-            r.fail(ctx.impl, exc.stage, str(exc))
-        except ServerError as exc:
-            ctx.record["error"] = str(exc)
-            ctx.record["crashed"] = self._crashed(ctx)
-            r.fail(ctx.impl, "run", str(exc))
+            r.fail(ctx.impl, stage, str(exc))
         finally:
             self._end_sampling(ctx)
-            ctx.phase = "stop"
-            self.stop(ctx)
-            ctx.phase = "after-stop"
-            self.after_stop(ctx)
+            for name in ALWAYS:
+                ctx.phase = name
+                getattr(self, name)(ctx)
             self._tidy_folder(ctx)
             r.store.save()
         return ctx
@@ -277,7 +281,7 @@ class InstanceRun:
                               image_command=[expand(a, nph) for a in ns.container_command]
                               if ns.container_command else None)
             readiness = sc.topology.readiness[n] if sc.topology else sc.readiness
-            nodes[n] = Node(n, spec, readiness)
+            nodes[n] = Node(n, spec, readiness, base_key=spec.key)
         entry = nodes[sc.entry].spec
         record = {"key": key, "scenario": sc.name, "implementation_id": impl.id, "trial": trial,
                   "port": port, "command": entry.command, "env": entry.env, "log": str(entry.log_path),
@@ -295,13 +299,11 @@ class InstanceRun:
                                "restarts": 0, "timeseries": None}
                 record["nodes"][n] = node.record
         r.store.add_instance(record)
-        ctx = Instance(sc, impl, trial, key, host, port, folder, ph, record, spec=entry)
-        ctx.nodes = nodes
-        return ctx
+        return Instance(sc, impl, trial, key, host, port, folder, ph, record, nodes)
 
     @staticmethod
     def _crashed(ctx: Instance) -> bool:
-        return any(n.handle is not None and not n.handle.alive() for n in (ctx.nodes or {}).values())
+        return any(n.handle is not None and not n.handle.alive() for n in ctx.nodes.values())
 
     def _sample_node(self, node: Node) -> None:
         if node.sampler is not None:
@@ -353,17 +355,17 @@ class InstanceRun:
     def start(self, ctx: Instance) -> None:
         """Start the nodes in order; each but the last is waited for before the
         next starts (a node may connect to the one started before it)."""
-        names = list(ctx.nodes)
-        for i, name in enumerate(names):
-            node = self._start_node(ctx, ctx.nodes[name])
-            if i == 0:
+        nodes = list(ctx.nodes.values())
+        for i, node in enumerate(nodes):
+            self._start_node(ctx, node)
+            quota = self._check_applied_quota(node.handle)
+            if node.record is not None:
+                node.record["quota"] = quota
+            if node.name == ctx.scenario.entry:
                 ctx.record["runtime"] = node.handle.describe()
-                ctx.record["quota"] = self._check_applied_quota(node.handle)
-            elif node.record is not None:
-                self._check_applied_quota(node.handle)
-            if i < len(names) - 1:
+                ctx.record["quota"] = quota
+            if i < len(nodes) - 1:
                 self._wait_node(ctx, node)
-        ctx.handle = ctx.entry.handle
 
     def _start_node(self, ctx: Instance, node: Node) -> Node:
         r = self.run_
@@ -440,10 +442,10 @@ class InstanceRun:
     def idle(self, ctx: Instance) -> None:
         """Start sampling; the idle window: the server started, verified and untouched."""
         r = self.run_
-        view = NodesView(ctx.nodes, with_memory=not ctx.multi)
-        ctx.probe = Probe(view if ctx.multi else ctx.handle, r.layout.client, r.layout.server)
-        ctx.sampler = sampling.Sampler(ctx.probe.counters, view.memory_bytes if ctx.multi else ctx.handle.memory_bytes,
-                                       r.profile.sample_hz, memory_every=MEMORY_EVERY).start()
+        view = NodesView(ctx.nodes)
+        ctx.probe = Probe(view, r.layout.client, r.layout.server)
+        ctx.sampler = sampling.Sampler(ctx.probe.counters, view.memory_bytes, r.profile.sample_hz,
+                                       memory_every=MEMORY_EVERY).start()
         if ctx.multi:
             for node in ctx.nodes.values():
                 self._sample_node(node)
@@ -478,8 +480,6 @@ class InstanceRun:
         """SIGTERM to every node, the last started first; the instance's
         shutdown is the entry node's (a single node: the server's)."""
         r = self.run_
-        if ctx.nodes is None:
-            return
         for node in reversed(list(ctx.nodes.values())):
             h = node.handle
             if h is None:
@@ -498,8 +498,8 @@ class InstanceRun:
                 who = f"node {node.name} " if ctx.multi else ""
                 self._say(ctx, f"{who}stopped in {res.shutdown_s * 1000:.0f} ms, "
                                f"exit {res.exit_code if not res.killed else 'killed after 5 s'}")
-        if ctx.multi:
-            # a clean stop only when every node was running and exited by itself
+        if ctx.multi and ctx.record["shutdown"] is not None:
+            # a clean stop only when every node was running until it was stopped
             ctx.record["shutdown"]["was_running"] = all(n.record["shutdown"] and n.record["shutdown"]["was_running"]
                                                         for n in ctx.nodes.values())
 
@@ -525,7 +525,7 @@ class InstanceRun:
     # ------------------------------------------------------------------ helpers
     def _end_sampling(self, ctx: Instance) -> None:
         r, s = self.run_, ctx.sampler
-        for node in (ctx.nodes or {}).values():
+        for node in ctx.nodes.values():
             if node.sampler is not None:
                 node.sampler.stop()
                 ns = node.sampler.snapshot()
@@ -652,7 +652,7 @@ class InstanceRun:
     def _act(self, ctx: Instance, fault: Fault) -> str:
         """Carry out one fault on a node of this server run or a scenario service."""
         t0 = time.monotonic()
-        if ctx.nodes and fault.target in ctx.nodes:
+        if fault.target in ctx.nodes:
             node = ctx.nodes[fault.target]
             if fault.action in ("stop", "kill", "restart"):
                 self._stop_node(node, grace_s=0.0 if fault.action == "kill" else 5.0)
@@ -678,7 +678,9 @@ class InstanceRun:
         if h is None:
             return
         try:
-            node.cpu_base += h.cpu_seconds()     # the summed counter carries on across the restart
+            # the summed counter carries on across the restart; what the process
+            # spends between this reading and its exit (its shutdown) is not counted
+            node.cpu_base += h.cpu_seconds()
         except (OSError, ValueError):
             pass
         node.handle = None
@@ -689,18 +691,13 @@ class InstanceRun:
         if node.handle is not None:
             return
         node.restarts += 1
-        base_key = node.spec.key.rsplit("-r", 1)[0] if node.restarts > 1 else node.spec.key
-        node.spec.key = f"{base_key}-r{node.restarts}"      # a fresh container name
+        node.spec.key = f"{node.base_key}-r{node.restarts}"      # a fresh container name
         self._start_node(ctx, node)
         self._wait_node(ctx, node)
         if node.record is not None:
             node.record["restarts"] = node.restarts
-        if node.name == ctx.scenario.entry:
-            ctx.handle = node.handle
         if ctx.multi:
             self._sample_node(node)
-        else:
-            ctx.probe.handle = node.handle
 
     def level(self, ctx: Instance, driver, w: Workload, level: Level, duration_s: float) -> None:
         r, sc, impl, trial = self.run_, ctx.scenario, ctx.impl, ctx.trial
@@ -827,7 +824,7 @@ class InstanceRun:
         events = faults.finish()
         svc = self.run_.services
         for f in w.faults:
-            node = ctx.nodes.get(f.target) if ctx.nodes else None
+            node = ctx.nodes.get(f.target)
             if node is not None and node.handle is None:
                 self._restart_node(ctx, node)
                 events.append({"at": None, "action": "start", "target": f.target, "t": time.monotonic(),

@@ -123,9 +123,7 @@ COLUMNS = [
 ]
 # Figures of the flat table that every run has (their meaning: results/README.md).
 # Others come from drivers and checks, declared in results.json "metrics".
-BUILTIN_METRICS = {"rps", "requests", "errors", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "cpu_cores",
-                   "cpu_s_per_1k", "rps_per_cpu", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb",
-                   "startup_ms", "shutdown_ms"} | set(COLUMNS)
+BUILTIN_METRICS = frozenset(COLUMNS)
 NODE_COLUMNS = ["run_id", "scenario", "implementation", "workload", "level", "trial", "node", "ok",
                 "cpu_cores", "cpu_s", "rss_mb", "rss_peak_mb"]
 

@@ -167,7 +167,10 @@ class Runner:
                                     "duration_s": sc.profiles[self.profile_name].duration_s,
                                     "warmup_s": sc.profiles[self.profile_name].warmup_s,
                                     "workloads": [{"name": w.name, "driver": w.driver,
-                                                   "description": w.description} for w in sc.workloads]}
+                                                   "description": w.description,
+                                                   "faults": [f.to_json() for f in w.faults]}
+                                                  for w in sc.workloads],
+                                    "topology": sc.topology.to_json() if sc.topology else None}
                           for sc, _ in self.selection},
             "plan": [p.to_json() for p in plan],
             "environment": fingerprint(self.root, tools),

@@ -13,7 +13,6 @@ declares none stays a native process, and the results say which.
 from __future__ import annotations
 
 import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -195,12 +194,3 @@ class ServiceManager:
             out[name] = d
         return out
 
-
-def wait_port_closed(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -> None:
-    import socket
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex((host, port)) != 0:
-                return
-        time.sleep(0.1)

@@ -71,11 +71,14 @@ class FakeRuntime(Runtime):
         self.stops: list[tuple[str, float]] = []
         self.levels_run: dict[str, int] = {}
         self.die_after_first_level: set[str] = set()
+        self.fail_start: set[str] = set()
 
     def available(self):
         return True, "fake"
 
     def start(self, spec):
+        if spec.labels.get("langbench.node") in self.fail_start:
+            raise OSError("no such file: server")
         return FakeHandle(self, spec)
 
     def cleanup_leftovers(self, current_run=None):
@@ -491,3 +494,32 @@ def test_version_1_results_files_are_still_read(harness_env):
     assert "Workload w" in render(data)
     verdicts = compare(rows, flat_rows(load(tmp / "out")), 0.10, extra=extra_metrics(data, v2))
     assert {v["verdict"] for v in verdicts if v["metric"] == "rps"} == {"within noise"}
+
+
+def test_run_header_records_fault_schedule_and_failed_phase(harness_env):
+    rt, _, tmp = harness_env
+    rt.die_after_first_level.add("dies")
+    sc = _scenario(tmp, faults=[Fault(0.5, "restart", "svc")])
+    _runner(tmp, rt, sc, [_impl(tmp, "dies")]).run()
+    data = load(tmp / "out")
+    w = data["scenarios"]["fake"]["workloads"][0]
+    assert w["faults"] == [{"at": 0.5, "action": "restart", "target": "svc"}]
+    assert data["scenarios"]["fake"]["topology"] is None
+    inst = data["instances"][0]
+    assert inst["failed_phase"] == "load" and inst["crashed"]
+
+
+def test_a_node_that_cannot_start_fails_the_run_and_the_others_are_stopped(harness_env):
+    from dataclasses import replace as dc_replace
+    from harness.manifest import NodeSpec, Topology
+    rt, _, tmp = harness_env
+    rt.fail_start.add("b")                       # b starts second; the entry a never starts
+    base = _scenario(tmp)
+    sc = dc_replace(base, topology=Topology(["c", "b", "a"], "a", {n: base.readiness for n in "abc"}))
+    impl = dc_replace(_impl(tmp, "tri"), node_specs={n: NodeSpec(n, ["server"], {}) for n in "abc"})
+    _runner(tmp, rt, sc, [impl]).run()
+    data = load(tmp / "out")
+    assert data["implementations"]["fake/tri"]["failure"].startswith("run: could not start node b")
+    inst = data["instances"][0]
+    assert inst["failed_phase"] == "start" and inst["shutdown"] is None and inst["after_stop"] is None
+    assert inst["nodes"]["c"]["shutdown"]["was_running"] and rt.running() == []
