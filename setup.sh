@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Sets up everything langbench needs on a Debian 12 machine (idempotent):
-#   - Debian packages: protobuf-compiler, python3-venv, wrk, chromium and
-#     chromium-driver (the report's browser test), as root, when missing
+#   - Debian packages: protobuf-compiler, python3-venv, wrk, nginx-light (the
+#     reference null server of wrk's ceiling), chromium and chromium-driver
+#     (the report's browser test), as root, when missing
 #   - the Python virtual environment .venv with the harness (pip install -e .[test])
-#   - the load tools, built from the Go module proxy into tools/bin (ghz)
+#   - the load tools into tools/bin: ghz from the Go module proxy; grpcload
+#     and grpc-null (tools/grpcload) from the Rust crate registry
 #   - the Docker engine (Debian's docker.io, as root, when no daemon answers)
 #     and the local base images of the docker runtime (langbench images)
 # Usage: ./setup.sh            (then .venv/bin/langbench ...)
@@ -15,7 +17,7 @@ GHZ_VERSION="v0.93.0"   # github.com/bojand/ghz, the gRPC load tool
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- Debian packages
-APT_PACKAGES=(protobuf-compiler python3-venv wrk chromium chromium-driver)
+APT_PACKAGES=(protobuf-compiler python3-venv wrk nginx-light chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -59,6 +61,15 @@ mkdir -p tools/bin
 if [ ! -x tools/bin/ghz ] || ! go version -m tools/bin/ghz 2>/dev/null | grep -q "ghz[[:space:]]*${GHZ_VERSION}"; then
   log "building ghz ${GHZ_VERSION} from the Go module proxy"
   GOBIN="$PWD/tools/bin" GOFLAGS=-mod=mod go install "github.com/bojand/ghz/cmd/ghz@${GHZ_VERSION}"
+fi
+# grpcload (langbench's gRPC load generator) and grpc-null (its reference
+# null server), from tools/grpcload and its Cargo.lock; rebuilt when a source
+# file is newer than the installed binary
+if [ ! -x tools/bin/grpcload ] || [ ! -x tools/bin/grpc-null ] \
+   || [ -n "$(find tools/grpcload/src tools/grpcload/Cargo.toml tools/grpcload/Cargo.lock -newer tools/bin/grpcload 2>/dev/null | head -1)" ]; then
+  log "building grpcload and grpc-null (tools/grpcload) from the Rust crate registry"
+  cargo build -q --release --locked --manifest-path tools/grpcload/Cargo.toml
+  install -m 0755 tools/grpcload/target/release/grpcload tools/grpcload/target/release/grpc-null tools/bin/
 fi
 # ---------------------------------------------------------------- Docker engine and base images
 # The docker runtime needs a Docker daemon and the local base images. Where no
@@ -104,4 +115,4 @@ if [ "${LANGBENCH_NO_DOCKER:-}" != "1" ] && docker_answers; then
   log "base images: $(.venv/bin/python -c "from harness import images; print(', '.join(f\"{d['tag']} {d['size_mb']} MB\" for d in images.describe(images.client()) if d['present']))")"
 fi
 
-log "ready: $(.venv/bin/langbench --version), ghz $(go version -m tools/bin/ghz | awk '$1=="mod"{print $3}')"
+log "ready: $(.venv/bin/langbench --version), ghz $(go version -m tools/bin/ghz | awk '$1=="mod"{print $3}'), $(tools/bin/grpcload --version), nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||')"

@@ -14,7 +14,7 @@ from .errors import ExitCode, InputError, LangbenchError
 from .runtimes import runtime_names
 from .summary import FDR_METHODS
 from .manifest import discover
-from .profiles import PROFILES, cpu_layout, get_profile
+from .profiles import PROFILES, cpu_layout, get_profile, parse_cpus
 
 
 def project_root(explicit: str | None) -> Path:
@@ -107,12 +107,91 @@ def _with_mix(cat, args):
     return [(sc, chosen + [mix(sc, impls, assignment)])]
 
 
-def cmd_run(args, interop_only: bool = False) -> int:
+def _with_driver(selection, overrides: list[str]):
+    """--driver OLD=NEW: every selected workload driven by OLD is driven by NEW
+    instead (the same levels); the params NEW does not take are dropped and
+    recorded with the workload."""
+    from dataclasses import replace as _replace
+    from .drivers import get_driver
+    pairs = {}
+    for item in overrides:
+        old, sep, new = item.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise InputError(f"--driver: '{item}' is not OLD=NEW (e.g. grpcload=ghz)")
+        pairs[old.strip()] = get_driver(new.strip())
+    out = []
+    for sc, impls in selection:
+        workloads = []
+        for w in sc.workloads:
+            new = pairs.get(w.driver)
+            if new is None:
+                workloads.append(w)
+                continue
+            known = {p.name for p in new.params}
+            dropped = sorted(k for k in w.params if k not in known)
+            params = {k: v for k, v in w.params.items() if k in known}
+            kinds = {lv.kind for prof in sc.profiles.values() for lv in prof.levels()}
+            if not kinds <= set(new.level_kinds):
+                raise InputError(f"--driver {w.driver}={new.name}: {new.name} does not take the "
+                                 f"{', '.join(sorted(kinds - set(new.level_kinds)))} levels of {sc.name}")
+            problems = new.validate(params, sc.dir)
+            if problems:
+                field, msg = problems[0]
+                raise InputError(f"{sc.manifest_path}: field 'workloads.{w.name}.{field}': {msg} "
+                                 f"(with --driver {w.driver}={new.name})")
+            note = f"driver {new.name} instead of {w.driver} (--driver)" + \
+                   (f"; params it does not take dropped: {', '.join(dropped)}" if dropped else "")
+            workloads.append(_replace(w, driver=new.name, params=params,
+                                      description=f"{w.description} [{note}]"))
+        out.append((_replace(sc, workloads=workloads), impls))
+    return out
+
+
+def cmd_calibrate(args) -> int:
+    """The load tools' ceilings alone: `langbench calibrate [SCENARIO...]`."""
+    args.impl, args.mix, args.no_report = None, None, True
+    return cmd_run(args, calibrate_only=True)
+
+
+def _print_ceilings(data: dict) -> int:
+    ok = True
+    for sc, wls in (data.get("ceilings") or {}).items():
+        for w, cal in wls.items():
+            ref = (cal.get("reference") or {})
+            print(f"{sc} / {w}: {cal.get('driver')} {cal.get('tool_version', '')} against "
+                  f"{ref.get('name', 'no reference')} {ref.get('version', '')} ({ref.get('description', '')})")
+            for key, lv in (cal.get("levels") or {}).items():
+                if lv.get("error"):
+                    ok = False
+                    print(f"  {key:>8}  FAILED: {lv['error']}")
+                    continue
+                lat = lv.get("latency_ms") or {}
+                print(f"  {key:>8}  {lv['rps']:>10.0f}/s  bound: {lv['bound']:<9}  tool {lv['tool_cores'] or 0:.2f} "
+                      f"cores ({lv.get('tool_us_per_call') or 0:.1f} µs/call), client CPUs {100 * (lv['client_busy_share'] or 0):.0f}% busy, null server "
+                      f"{lv['reference_cores'] or 0:.2f} cores, p50 {lat.get('p50') or 0:.3f} ms, "
+                      f"p99 {lat.get('p99') or 0:.3f} ms")
+            if cal.get("max_rps"):
+                print(f"  maximum {cal['max_rps']:.0f}/s at {cal['max_level']} (bound: {cal['max_bound']}); results "
+                      f"above {cal['max_rps'] * 0.5:.0f}/s are client-limited")
+            if cal.get("tool_capacity_est"):
+                print(f"  the tool's CPUs could carry about {cal['tool_capacity_est']:.0f}/s at its cheapest "
+                      f"measured CPU cost per call (estimate)")
+            if cal.get("error"):
+                ok = False
+                print(f"  ERROR: {cal['error']}")
+    return ExitCode.OK if ok and data.get("ceilings") else ExitCode.FAILURE
+
+
+def cmd_run(args, interop_only: bool = False, calibrate_only: bool = False) -> int:
     from .runner import Progress, Runner
     root = project_root(args.root)
     cat = discover(root)
     selection = _with_mix(cat, args) if getattr(args, "mix", None) else cat.select(args.scenarios or None,
                                                                                     args.impl or None)
+    if calibrate_only:
+        selection = [(sc, []) for sc, _ in selection]
+    if getattr(args, "driver", None):
+        selection = _with_driver(selection, args.driver)
     profile_name = args.profile
     profile = get_profile(profile_name)
     if getattr(args, "cfs_period_us", None) is not None:
@@ -142,12 +221,15 @@ def cmd_run(args, interop_only: bool = False) -> int:
     out_dir = _new_out_dir(root, args.out, run_id)
     if (out_dir / "results.json").exists():
         raise InputError(f"{out_dir}: already holds a results.json; choose another --out")
-    layout = cpu_layout()
+    layout = cpu_layout(client=parse_cpus(args.client_cpus, "--client-cpus") if args.client_cpus else None,
+                        server=parse_cpus(args.server_cpus, "--server-cpus") if args.server_cpus else None)
     runner = Runner(root=root, selection=selection, runtime=runtime, profile=profile,
                     profile_name=profile_name, layout=layout, out_dir=out_dir, trials=trials,
                     seed=args.seed, interop=not getattr(args, "no_interop", False),
                     progress=Progress(quiet=args.quiet), run_id=run_id, allow_uncapped=allow_uncapped,
-                    keep_instance_files=getattr(args, "keep_instance_files", False))
+                    keep_instance_files=getattr(args, "keep_instance_files", False),
+                    calibrate=calibrate_only or not getattr(args, "no_calibrate", False),
+                    calibrate_only=calibrate_only)
     try:
         if interop_only:
             cells = runner.interop_only()
@@ -166,6 +248,9 @@ def cmd_run(args, interop_only: bool = False) -> int:
     data = runner.store.data
     if interop_only:
         return _print_interop(cells, args.format)
+    if calibrate_only:
+        print(f"results: {runner.store.path}", file=sys.stderr)
+        return _print_ceilings(data)
     report_failed = False
     if not args.no_report:
         from .report import write_report
@@ -355,6 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["text", "json"], default="text")
     s.set_defaults(func=cmd_list)
 
+    def cpu_opts(s) -> None:
+        s.add_argument("--client-cpus", metavar="LIST",
+                       help="CPUs of the load tool and the harness, e.g. 0-2 (default: the lower half); "
+                            "with --server-cpus")
+        s.add_argument("--server-cpus", metavar="LIST",
+                       help="CPUs of the server under test, e.g. 3 (default: the upper half); disjoint from "
+                            "--client-cpus")
+
     def run_opts(s, interop: bool) -> None:
         s.add_argument("scenarios", nargs="*" if not interop else "+", metavar="SCENARIO")
         s.add_argument("--impl", action="append", metavar="LANG",
@@ -376,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--mix", action="append", metavar="NODE=IMPL[,NODE=IMPL...]",
                        help="run one mixed-language topology of the scenario on purpose: each node from the "
                             "implementation named for it (repeatable)")
+        s.add_argument("--driver", action="append", metavar="OLD=NEW",
+                       help="drive the workloads of driver OLD with driver NEW instead, e.g. grpcload=ghz "
+                            "(recorded; params NEW does not take are dropped; repeatable)")
+        cpu_opts(s)
         s.add_argument("--keep-instance-files", action="store_true",
                        help="keep what servers wrote into their instance folders (default: kept only for a failed "
                             "instance; sizes are recorded either way)")
@@ -384,7 +481,21 @@ def build_parser() -> argparse.ArgumentParser:
     run_opts(s, False)
     s.add_argument("--no-interop", action="store_true", help="skip the client x server matrix")
     s.add_argument("--no-report", action="store_true", help="do not render the HTML report")
+    s.add_argument("--no-calibrate", action="store_true",
+                   help="skip measuring each load tool's ceiling against its reference null server "
+                        "(no ceiling fractions, no client-limited flag)")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("calibrate", help="each workload's load-tool ceiling against a reference null server "
+                       "on the server CPUs and budget (no implementation runs)")
+    s.add_argument("scenarios", nargs="*", metavar="SCENARIO")
+    s.add_argument("--profile", choices=sorted(PROFILES), default="standard")
+    s.add_argument("--out", metavar="DIR", help="results folder (default: a new folder under results/)")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.add_argument("--driver", action="append", metavar="OLD=NEW", help="as for run")
+    s.add_argument("--allow-uncapped", action="store_true", help="as for run")
+    cpu_opts(s)
+    s.set_defaults(func=cmd_calibrate, runtime="process", seed=None, trials=1, cfs_period_us=None)
 
     s = sub.add_parser("interop", help="every client against every server of a scenario")
     run_opts(s, True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import sampling
+from .calibrate import ceiling_note, ceiling_of
 from .checks import run_verdict
 from .drivers import get_driver
 from .errors import LangbenchError, QuotaError, ServerError, ToolError
@@ -449,7 +450,7 @@ class InstanceRun:
         if ctx.multi:
             for node in ctx.nodes.values():
                 self._sample_node(node)
-        ctx.probe.on_tool_exit = ctx.sampler.mark
+        ctx.probe.mark, ctx.probe.add = ctx.sampler.mark, ctx.sampler.add
         ctx.t_start = time.monotonic()
         sa = r.services.marks() if r.services else {}
         self._mark_nodes(ctx)
@@ -748,6 +749,10 @@ class InstanceRun:
                 win["client"]["tool_cores_basis"] = "whole run (rusage), start-up and drain included"
             res.client_bound = win["client"]["saturated"]
             m["load"] = res.to_json()
+            cal = ((r.store.data.get("ceilings") or {}).get(sc.name) or {}).get(w.name)
+            ceiling = ceiling_of(cal, level.key, res.rps)
+            if ceiling is not None:
+                m["ceiling"] = ceiling
             ctx.count_ok(res.ok_count)
         cores = win["cpu_cores"]
         m["server"] = {"cpu_s": win["cpu_s"], "cpu_cores": cores, "window_s": win["window_s"],
@@ -846,13 +851,16 @@ class InstanceRun:
         if res is None:
             r.progress(f"{ctx.impl.id} t{ctx.trial} {w.name} {level.key}: {m['error']}")
             return
-        flags = [f for f, on in (("CLIENT-BOUND", res.client_bound), ("NOISY", win["noise"]["noisy"])) if on]
+        limited = (m.get("ceiling") or {}).get("client_limited")
+        flags = [f for f, on in (("CLIENT-BOUND", res.client_bound), ("CLIENT-LIMITED", limited),
+                                 ("NOISY", win["noise"]["noisy"])) if on]
         thr = win["throttling"] or {}
         r.progress(f"{ctx.impl.id} t{ctx.trial} {w.name} {level.key}: {res.rps:.0f} rps, "
                    f"p99 {res.latency_ms['p99'] or 0:.2f} ms, server {cores or 0:.2f} cores "
                    f"(throttled {(thr.get('throttled_share') or 0):.0%} of periods), "
                    f"{(m['server']['rss_mb'] or 0):.1f} MB, errors {res.errors}, "
                    f"client CPUs {(win['client']['busy_share'] or 0):.0%} busy"
+                   f"{ceiling_note(m.get('ceiling'))}"
                    f"{', ' + ', '.join(flags) if flags else ''}"
                    f"{'' if m['ok'] else ' FAILED: ' + m['error']}")
 

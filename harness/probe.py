@@ -21,9 +21,11 @@ the figures every level records:
 """
 from __future__ import annotations
 
+import time
+
 from . import hostcpu
 from .sampling import (CLIENT_BUSY, SERVER_BUSY, SERVER_CPU, SERVER_IRQ, STEAL, THR_PERIODS, THR_S,
-                       THR_THROTTLED, TOOL, Sample, delta)
+                       THR_THROTTLED, TOOL, TOOL_PID, Sample, delta)
 
 
 class Probe:
@@ -32,18 +34,35 @@ class Probe:
         self.client = hostcpu.CpuSet(client_cpus)
         self.server = hostcpu.CpuSet(server_cpus)
         self.tool_pid: int | None = None
-        self.on_tool_exit = None        # set by the runner: the sampler's mark()
+        self.mark = None                # set by the runner: the sampler's mark()
+        self.add = None                 # ... and its add(sample)
+        self._spawn_t: float | None = None
 
     def watch_tool(self, event) -> None:
-        """A driver's on_start callback: the tool's pid when it starts,
-        "exited" when it has exited but is not yet reaped (then a last reading
-        is taken, so the counter brackets the end of the send window), None
-        when it is gone."""
+        """A driver's on_start callback (drivers.base.run_pinned): "spawning"
+        right before the tool's process is made, its pid once it runs, then
+        "exited" when it has exited but is not yet reaped (a last reading,
+        bracketing the end of the send window), None when it is gone.
+
+        The tool's CPU counter is exactly 0 before its process exists, so
+        the pid adds that reading at the spawning time: the counter brackets
+        the start of the send window even when a busy machine delays the
+        reading taken right after (a tool sends within milliseconds)."""
+        if event == "spawning":
+            self._spawn_t = time.monotonic()
+            return
         if event == "exited":
-            if self.on_tool_exit is not None:
-                self.on_tool_exit()
+            if self.mark is not None:
+                self.mark()
             return
         self.tool_pid = event
+        if event is None:
+            return
+        spawn_t, self._spawn_t = self._spawn_t, None
+        if spawn_t is not None and self.add is not None:
+            self.add(Sample(spawn_t, {TOOL: 0.0, TOOL_PID: event}))
+        if self.mark is not None:
+            self.mark()
 
     def counters(self) -> dict:
         d: dict = {}
@@ -64,9 +83,23 @@ class Probe:
         if pid:
             try:
                 d[TOOL] = hostcpu.process_cpu_seconds(pid)
+                d[TOOL_PID] = pid
             except (OSError, IndexError, ValueError):
                 pass
         return d
+
+
+def _tool_delta(samples: list[Sample], t0: float, t1: float) -> float | None:
+    """The load tool's CPU over [t0, t1], from the readings of the one tool
+    run that spans the window (the pid read first at or after t1): readings
+    of the run before belong to another process, and interpolating across
+    the two would be meaningless. None when that run's readings do not
+    bracket the window."""
+    after = [s for s in samples if s.t >= t1 and s.counters.get(TOOL_PID) is not None]
+    if not after:
+        return None
+    pid = after[0].counters[TOOL_PID]
+    return delta([s for s in samples if s.counters.get(TOOL_PID) == pid], TOOL, t0, t1)
 
 
 def _div(a, b):
@@ -85,7 +118,8 @@ def analyse(samples: list[Sample], t0: float, t1: float, n_client: int, *, clien
 
     cpu = d(SERVER_CPU)
     periods, throttled, thr_s = d(THR_PERIODS), d(THR_THROTTLED), d(THR_S)
-    client_busy, server_busy, steal, tool = d(CLIENT_BUSY), d(SERVER_BUSY), d(STEAL), d(TOOL)
+    client_busy, server_busy, steal = d(CLIENT_BUSY), d(SERVER_BUSY), d(STEAL)
+    tool = _tool_delta(samples, t0, t1)
     irq = d(SERVER_IRQ)
     foreign = None if server_busy is None or cpu is None else max(0.0, server_busy - cpu) / dt
     busy_share = _div(_div(client_busy, dt), n_client)

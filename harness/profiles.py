@@ -58,8 +58,39 @@ class CpuLayout:
         return {"client": self.client, "server": self.server}
 
 
-def cpu_layout(available: list[int] | None = None) -> CpuLayout:
+def parse_cpus(text: str, what: str) -> list[int]:
+    """'0-2,5' -> [0, 1, 2, 5]; an error names the option."""
+    out: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            a, b = int(lo), int(hi) if sep else int(lo)
+            if a < 0 or b < a:
+                raise ValueError
+            out.update(range(a, b + 1))
+    except ValueError:
+        raise InputError(f"{what}: '{text}' is not a CPU list such as 0-2,5") from None
+    return sorted(out)
+
+
+def cpu_layout(available: list[int] | None = None, client: list[int] | None = None,
+               server: list[int] | None = None) -> CpuLayout:
+    """The lower half of the CPUs this process may use for the load tool and
+    the harness, the upper half for the server; `client` and `server` (the
+    --client-cpus and --server-cpus options) set them instead: disjoint, and
+    within the CPUs this process may use."""
     cpus = sorted(available if available is not None else os.sched_getaffinity(0))
+    if client is not None or server is not None:
+        if client is None or server is None:
+            raise InputError("--client-cpus and --server-cpus go together")
+        if set(client) & set(server):
+            raise InputError(f"--client-cpus {client} and --server-cpus {server} overlap: the load tool and the "
+                             f"server must not share a CPU")
+        outside = sorted((set(client) | set(server)) - set(cpus))
+        if outside:
+            raise InputError(f"--client-cpus/--server-cpus: CPU {outside} is not available to this process "
+                             f"(it may use {cpus})")
+        return CpuLayout(client=sorted(client), server=sorted(server))
     if len(cpus) < 2:
         raise InputError(f"langbench needs at least 2 CPUs to keep the load tool and the server apart "
                          f"(this process may use {len(cpus)})")

@@ -256,6 +256,34 @@ def _node_table(data: dict, scenario: str) -> list[dict] | None:
     return out
 
 
+def _ceiling_table(data: dict, scenario: str, workload: str, wrows: list[dict]) -> dict | None:
+    """The workload's calibration (calibrate.py): the driver against its
+    reference null server, level by level, beside the fastest server's median."""
+    cal = ((data.get("ceilings") or {}).get(scenario) or {}).get(workload)
+    if not cal:
+        return None
+    rows = []
+    levels = list((cal.get("levels") or {}).items())
+    if cal.get("uncapped"):
+        levels.append((cal["uncapped"].get("level"), cal["uncapped"]))
+    for i, (key, lv) in enumerate(levels):
+        best = max((r["rps_median"] for r in wrows if r["level"] == key and r.get("rps_median")), default=None)
+        if i == len(cal.get("levels") or {}):
+            key, best = f"{key}, null server uncapped", None
+        rps = lv.get("rps")
+        lat = lv.get("latency_ms") or {}
+        rows.append({"level": key, "rps": rps, "bound": lv.get("bound"), "error": lv.get("error"),
+                     "tool_cores": lv.get("tool_cores"), "us_call": lv.get("tool_us_per_call"), "busy": _pct(lv.get("client_busy_share")),
+                     "ref_cores": lv.get("reference_cores"), "thr": _pct(lv.get("reference_throttled_share")),
+                     "p50": lat.get("p50"), "p99": lat.get("p99"), "best": best,
+                     "headroom": rps / best if rps and best else None})
+    return {"cal": cal, "rows": rows, "limited_above": (data.get("calibration") or {}).get("client_limited_share")}
+
+
+def _pct(x):
+    return None if x is None else 100 * x
+
+
 def build_context(data: dict, baseline: dict | None = None, threshold: float = 0.10) -> dict:
     from .results import extra_metrics
     from .summary import compare, ranks, summary_rows
@@ -321,6 +349,7 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
                               "rss": _cell(r, "rss_mb"), "peak": _cell(r, "rss_peak_mb"),
                               "thr": _cell(r, "throttled_pct", 0), "client": _cell(r, "client_busy_pct", 0),
                               "foreign": _cell(r, "foreign_cores", 3),
+                              "ceil": _cell(r, "ceiling_pct", 0),
                               "errors": _cell(r, "errors", 0),
                               "verdicts": [v for v in vindex.get((name, r["implementation"], w["name"], r["level"]), [])
                                            if v["verdict"] in ("regressed", "improved")]})
@@ -336,7 +365,8 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
                                "cells": [_cell(r, k, 3) for k in shown]} for r in wrows]} if shown else None
             workloads.append({"name": w["name"], "description": w.get("description", ""),
                               "driver": w.get("driver"), "table": table, "charts": [c for c in charts if c],
-                              "other": other, "steps": _step_table(data, name, w["name"])})
+                              "other": other, "steps": _step_table(data, name, w["name"]),
+                              "ceiling": _ceiling_table(data, name, w["name"], wrows)})
             if closed:
                 head = closed[-1]
                 ranked = sorted((t for t in table if t["r"]["level"] == head),

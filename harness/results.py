@@ -116,7 +116,8 @@ COLUMNS = [
     "level_kind", "level_value", "trial", "verified", "ok", "rps", "requests", "errors",
     "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "cpu_cores", "cpu_s_per_1k",
     "rps_per_cpu", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb", "startup_ms",
-    "shutdown_ms", "build_s", "artifact_mb", "image_mb", "client_bound", "client_busy_pct", "tool_cpu_cores",
+    "shutdown_ms", "build_s", "artifact_mb", "image_mb", "client_bound", "client_limited", "ceiling_rps", "ceiling_pct", "ceiling_max_rps",
+    "client_busy_pct", "tool_cpu_cores",
     "noisy", "foreign_cores", "steal_cores", "irq_cores", "throttled_pct", "throttled_ms_per_s",
     "server_cpus", "client_cpus", "cpu_quota", "cpu_quota_applied", "cfs_period_us", "window_s",
     "warmup_s", "warmup_steady", "cut_off", "late", "services_cpu_cores", "services_rss_mb", "nodes", "error",
@@ -156,6 +157,7 @@ def flat_rows(data: dict) -> list[dict]:
         thr = server.get("throttling") or {}
         quota = inst.get("quota") or {}
         warm = (inst.get("warmup") or {}).get(m["workload"]) or {}
+        ceil = m.get("ceiling") or {}
         # a check after the server stopped (files it finalised...) that failed
         # makes every level of that instance unusable
         stop_check = inst.get("after_stop") or {}
@@ -192,6 +194,10 @@ def flat_rows(data: dict) -> list[dict]:
             "artifact_mb": _r(build["artifact_bytes"] / 1e6, 2) if build.get("artifact_bytes") else None,
             "image_mb": _r((impl.get("image") or {}).get("size_mb"), 2),
             "client_bound": bool(load_.get("client_bound")),
+            "client_limited": bool(ceil.get("client_limited")),
+            "ceiling_rps": _r(ceil.get("level_rps"), 1),
+            "ceiling_pct": _r(_pct(ceil.get("fraction")), 1),
+            "ceiling_max_rps": _r(ceil.get("max_rps"), 1),
             "client_busy_pct": _r(_pct(client.get("busy_share")), 1),
             "tool_cpu_cores": _r(load_.get("tool_cpu_cores"), 3),
             "noisy": bool(noise.get("noisy")),

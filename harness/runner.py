@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import build as builder
 from . import hostcpu
+from .calibrate import CLIENT_LIMITED_SHARE
 from .checks import run_verdict
 from .drivers import get_driver
 from .environment import fingerprint
@@ -105,6 +106,8 @@ class Runner:
     run_id: str = ""
     allow_uncapped: bool = False
     keep_instance_files: bool = False
+    calibrate: bool = True          # measure each workload's driver ceiling before the scenario's servers
+    calibrate_only: bool = False    # `langbench calibrate`: ceilings only, no implementation
     # run state, not configuration: filled while the run goes
     live: dict = field(default_factory=dict, init=False)      # key -> running handle (stopped on any exit)
     builds: dict = field(default_factory=dict, init=False)    # implementation id -> BuildResult
@@ -151,7 +154,9 @@ class Runner:
                 tools[d] = f"unavailable: {exc}"
         plan = make_plan(self.selection, self.trials, self.seed)
         quota = self.runtime.check_quota(self.profile.server_cpu_quota, self.profile.cfs_period_us)
-        self.eta = Eta(self.progress, sum(self._estimate(p) for p in plan))
+        from .calibrate import estimate_s  # noqa: PLC0415
+        cal_est = sum(estimate_s(self, sc) for sc, _ in self.selection) if self.calibrate else 0.0
+        self.eta = Eta(self.progress, sum(self._estimate(p) for p in plan) + cal_est)
         self.store = ResultsStore(self.out_dir, {
             "run_id": self.run_id, "runtime": self.runtime.name,
             "runtime_info": {**self.runtime.describe(),
@@ -175,6 +180,9 @@ class Runner:
             "plan": [p.to_json() for p in plan],
             "environment": fingerprint(self.root, tools),
             "harness_overhead": [],
+            "calibration": {"enabled": self.calibrate, "client_limited_share": CLIENT_LIMITED_SHARE,
+                            "rule": "a level whose throughput is above this share of its driver's measured "
+                                    "maximum (ceilings) is client_limited and not ranked"},
         })
         for sc, _ in self.selection:
             for w in sc.workloads:
@@ -230,6 +238,8 @@ class Runner:
     def _scenario(self, sc: Scenario, impls: list[Implementation], items: list[PlanItem]) -> None:
         """Start the scenario's services, run its server runs, stop the services."""
         todo = [p for p in items if p.impl.id not in self.failed]
+        if self.calibrate and (todo or self.calibrate_only):
+            self._calibrate(sc)
         if not todo:
             for item in items:
                 self.eta.advance(self._estimate(item))
@@ -262,6 +272,23 @@ class Runner:
                 self.services.stop_all()
                 self.store.data["services"][sc.name] = self.services.describe()
                 self.services = None
+
+    def _calibrate(self, sc: Scenario) -> None:
+        """Each workload's driver against its reference null server (calibrate.py)."""
+        from .calibrate import calibrate_workload, describe, estimate_s  # noqa: PLC0415
+        store = self.store.data.setdefault("ceilings", {}).setdefault(sc.name, {})
+        for w in sc.workloads:
+            self.progress(f"{sc.name} {w.name}: measuring the ceiling of {w.driver} against its reference "
+                          f"null server")
+            try:
+                cal = calibrate_workload(self, sc, w)
+            except LangbenchError as exc:
+                cal = {"driver": w.driver, "error": str(exc), "levels": {}, "max_rps": None}
+                self.store.event("warning", f"calibration of {sc.name}/{w.name} failed: {exc}")
+            store[w.name] = cal
+            self.store.save()
+            self.progress(f"{sc.name} {w.name}: ceiling of {w.driver}: {describe(cal)}")
+        self.eta.advance(estimate_s(self, sc))
 
     def _estimate(self, item: PlanItem) -> float:
         """Rough seconds one server run takes (start, checks, idle, warm-up,

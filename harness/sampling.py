@@ -30,6 +30,7 @@ SERVER_BUSY = "server_busy"     # task seconds (user+nice+system) on the server'
 SERVER_IRQ = "server_irq"       # interrupt seconds (irq+softirq) on the server's CPUs
 STEAL = "steal"                 # steal seconds of all CPUs of the layout
 TOOL = "tool"                   # the load tool's own CPU seconds (while it runs)
+TOOL_PID = "tool_pid"           # ... and which tool run that reading is of (its pid)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,10 @@ class Sampler:
         if SERVER_CPU not in counters:
             self.errors += 1
         return Sample(t, counters, mem)
+
+    def add(self, s: Sample) -> None:
+        """A reading made elsewhere (e.g. a counter known to be 0 at a time)."""
+        self._insert(s)
 
     def _insert(self, s: Sample) -> None:
         with self._lock:

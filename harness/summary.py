@@ -31,7 +31,8 @@ def usable(r: dict) -> bool:
 
 def summary_columns(extra: list[str] | tuple = ()) -> list[str]:
     cols = ["scenario", "implementation", "language", "runtime", "workload", "level", "level_kind",
-            "level_value", "trials", "failed_trials", "verified", "client_bound", "noisy", "unstable"]
+            "level_value", "trials", "failed_trials", "verified", "client_bound", "client_limited", "noisy",
+            "unstable"]
     for m in SUMMARY_METRICS + list(extra):
         cols += [f"{m}_median", f"{m}_ci_low", f"{m}_ci_high", f"{m}_cv"]
     return cols
@@ -48,7 +49,7 @@ def summary_rows(rows: list[dict], extra: list[str] | tuple = ()) -> list[dict]:
                                      "level_kind", "level_value")}
         row.update(trials=len(good), failed_trials=len(rs) - len(good),
                    verified=all(r["verified"] for r in rs), client_bound=any(r["client_bound"] for r in rs),
-                   noisy=any(r.get("noisy") for r in rs))
+                   client_limited=any(r.get("client_limited") for r in rs), noisy=any(r.get("noisy") for r in rs))
         unstable = []
         for m in SUMMARY_METRICS + list(extra):
             s = stats.summarize([r[m] for r in good if r.get(m) is not None])
@@ -123,7 +124,7 @@ def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
                             current_median=None, verdict=verdict, change=None, ci_low=None, ci_high=None,
                             p_value=None, q_value=None, reason=why))
             continue
-        client_bound = any(r["client_bound"] for r in rb + rc)
+        client_bound = any(r["client_bound"] or r.get("client_limited") for r in rb + rc)
         noisy = any(r.get("noisy") for r in rb + rc)
         compared = dict(COMPARED)
         for name, d in (extra or {}).items():        # declared metrics with a better direction
@@ -158,7 +159,8 @@ def compare(base_rows: list[dict], cur_rows: list[dict], threshold: float,
         v = stats.compare_samples(vb, vc, threshold, higher, q_value=q, tests=len(family)) if q is not None else first[i]
         if bound and v.verdict in ("regressed", "improved"):
             v = stats.Verdict("inconclusive", v.change, v.ci, v.p_value,
-                              "client-bound: the load tool, not the server, set this throughput")
+                              "client-bound or client-limited (above half the load tool's measured "
+                              "maximum): the load tool, not the server, may have set this throughput")
         elif noisy and v.verdict in ("regressed", "improved"):
             v = stats.Verdict("inconclusive", v.change, v.ci, v.p_value,
                               "noisy: other work on the server's CPUs or steal time during a trial")
@@ -211,13 +213,13 @@ def incomparable(base: dict, cur: dict) -> list[str]:
 def ranks(rows: list[dict], metric: str = "rps", higher_is_better: bool = True) -> dict[tuple, dict[str, int]]:
     """Per scenario, workload and level: implementation -> rank (ties share a rank).
 
-    Failed, unverified, client-bound and noisy results are never ranked.
+    Failed, unverified, client-bound, client-limited and noisy results are never ranked.
     """
     per_level: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     excluded: set[tuple] = set()
     for r in rows:
         k = (r["scenario"], r["workload"], r["level"])
-        if not usable(r) or r["client_bound"] or r.get("noisy"):
+        if not usable(r) or r["client_bound"] or r.get("client_limited") or r.get("noisy"):
             excluded.add(k + (r["implementation"],))
             continue
         if r.get(metric) is not None:

@@ -18,11 +18,11 @@ def run_cli(*args, timeout: float = 3000):
     return subprocess.run([*LANGBENCH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def quick_run(tmp_path_factory, scenario: str, runtime: str):
+def quick_run(tmp_path_factory, scenario: str, runtime: str, *extra: str):
     """A whole `langbench run SCENARIO --runtime RUNTIME --profile quick` into a
     fresh folder; returns (completed process, results folder)."""
     out = tmp_path_factory.mktemp(f"{scenario}-{runtime}") / "run"
-    proc = run_cli("run", scenario, "--runtime", runtime, "--profile", "quick", "--out", str(out))
+    proc = run_cli("run", scenario, "--runtime", runtime, "--profile", "quick", "--out", str(out), *extra)
     print(proc.stderr[-8000:])
     return proc, out
 

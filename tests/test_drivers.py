@@ -196,7 +196,7 @@ def test_run_pinned_reports_the_pid_while_the_tool_runs():
     import sys
     seen = []
     run_pinned([sys.executable, "-c", "import time; time.sleep(0.2)"], cpus=[0], timeout_s=30, on_start=seen.append)
-    assert len(seen) == 3 and isinstance(seen[0], int) and seen[1:] == ["exited", None]
+    assert len(seen) == 4 and seen[0] == "spawning" and isinstance(seen[1], int) and seen[2:] == ["exited", None]
 
 
 def test_exited_tool_is_still_readable_before_it_is_reaped():

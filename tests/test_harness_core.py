@@ -26,10 +26,10 @@ def _scenario(mini_root):
 
 
 @pytest.mark.parametrize("old, new, field, words", [
-    ('driver = "ghz"', 'driver = "loadinator"', "workloads[0].driver", "unknown load driver 'loadinator'"),
+    ('driver = "grpcload"', 'driver = "loadinator"', "workloads[0].driver", "unknown load driver 'loadinator'"),
     ('call = "notes.Noticeboard.GetNoteByTitle"', 'call = "x"\ncolour = "red"', "workloads[0].params.colour",
-     "unknown parameter of driver ghz"),
-    ('call = "notes.Noticeboard.GetNoteByTitle"', '', "workloads[0].params.call", "missing (required by driver ghz)"),
+     "unknown parameter of driver grpcload"),
+    ('call = "notes.Noticeboard.GetNoteByTitle"', '', "workloads[0].params.call", "missing (required by driver grpcload)"),
     ('data_file = "data/titles.json"', 'data_file = "data/nope.json"', "workloads[0].params.data_file",
      "no file 'data/nope.json'"),
     ('data_file = "data/titles.json"', 'data_file = "data/titles.json"\nconnections = "eight"',
@@ -77,11 +77,12 @@ def test_a_profile_that_leaves_a_workload_without_levels_is_refused(mini_root):
     toml = _scenario(mini_root)
     text = toml.read_text()
     # events-kafka style: a wrk workload beside a rate-only profile gets nothing
-    text = text.replace('driver = "ghz"', 'driver = "wrk"', 1).replace(
+    text = text.replace('driver = "grpcload"', 'driver = "wrk"', 1).replace(
         'proto = "notes.proto"\ncall = "notes.Noticeboard.GetNoteByTitle"\ndata_file = "data/titles.json"',
         'script = "check.py"', 1)
     text = text.replace('ok_status = ["OK", "NotFound"]', 'ok_status = ["200"]', 1)
-    text = text.replace("status_ratio = { OK = 200, NotFound = 10 }", "", 1)
+    text = text.replace("status_ratio = { OK = 200, NotFound = 10 }\nconsistent = true\nnull_messages = 1\n"
+                        "null_message_bytes = 397", "", 1)
     text = text.replace("concurrency = [16, 64]\nrate = [1000]", "rate = [1000]", 1)
     toml.write_text(text)
     with pytest.raises(ManifestError) as exc:
@@ -246,7 +247,7 @@ def test_bad_topology_names_the_field(mini_root, topology, field):
 def test_fault_schedule_targets_are_checked(mini_root):
     toml = _with_topology(mini_root)
     text = toml.read_text()
-    good = text.replace('driver = "ghz"', 'driver = "ghz"\nfaults = [{at = 0.4, action = "kill", target = "b"}, '
+    good = text.replace('driver = "grpcload"', 'driver = "grpcload"\nfaults = [{at = 0.4, action = "kill", target = "b"}, '
                                           '{at = 0.6, action = "start", target = "b"}]', 1)
     toml.write_text(good)
     w = load_scenario(toml).workloads[0]
@@ -254,7 +255,7 @@ def test_fault_schedule_targets_are_checked(mini_root):
     for bad, field in [('{at = 1.4, action = "kill", target = "b"}', "workloads[0].faults[0].at"),
                        ('{at = 0.4, action = "nuke", target = "b"}', "workloads[0].faults[0].action"),
                        ('{at = 0.4, action = "kill", target = "zz"}', "workloads[0].faults[0].target")]:
-        toml.write_text(text.replace('driver = "ghz"', f'driver = "ghz"\nfaults = [{bad}]', 1))
+        toml.write_text(text.replace('driver = "grpcload"', f'driver = "grpcload"\nfaults = [{bad}]', 1))
         with pytest.raises(ManifestError) as exc:
             load_scenario(toml)
         assert exc.value.field == field, str(exc.value)

@@ -34,6 +34,20 @@ def test_cpu_layout_is_disjoint():
     assert set(lay.client).isdisjoint(lay.server) and len(lay.server) == 2
     with pytest.raises(Exception):
         cpu_layout([0])
+    # chosen by hand (--client-cpus 0-2 --server-cpus 3): disjoint and available, or one-line errors
+    from harness.errors import InputError
+    from harness.profiles import parse_cpus
+    assert parse_cpus("0-2,5", "--client-cpus") == [0, 1, 2, 5]
+    lay = cpu_layout([0, 1, 2, 3], client=parse_cpus("0-2", "x"), server=[3])
+    assert lay.client == [0, 1, 2] and lay.server == [3]
+    with pytest.raises(InputError, match="overlap"):
+        cpu_layout([0, 1, 2, 3], client=[0, 1], server=[1])
+    with pytest.raises(InputError, match="not available"):
+        cpu_layout([0, 1], client=[0], server=[7])
+    with pytest.raises(InputError, match="go together"):
+        cpu_layout([0, 1], client=[0])
+    with pytest.raises(InputError, match="--server-cpus: 'a-b'"):
+        parse_cpus("a-b", "--server-cpus")
 
 
 def _s(t, cpu, mem=None, **more):
@@ -103,9 +117,9 @@ def test_window_analysis_client_bound_noise_and_throttling():
     S = sampling
     # 10 s: server used 0.5 core; its CPU was busy 0.62 core (0.12 foreign);
     # the client CPU busy 0.95 (tool 0.7 + harness/broker 0.25); quota throttled 400 of 1000 periods.
-    a = S.Sample(0.0, {S.SERVER_CPU: 0, S.SERVER_BUSY: 0, S.CLIENT_BUSY: 0, S.STEAL: 0, S.TOOL: 0,
+    a = S.Sample(0.0, {S.SERVER_CPU: 0, S.SERVER_BUSY: 0, S.CLIENT_BUSY: 0, S.STEAL: 0, S.TOOL: 0, S.TOOL_PID: 7,
                        S.THR_PERIODS: 0, S.THR_THROTTLED: 0, S.THR_S: 0})
-    b = S.Sample(10.0, {S.SERVER_CPU: 5.0, S.SERVER_BUSY: 6.2, S.CLIENT_BUSY: 9.5, S.STEAL: 0.1, S.TOOL: 7.0,
+    b = S.Sample(10.0, {S.SERVER_CPU: 5.0, S.SERVER_BUSY: 6.2, S.CLIENT_BUSY: 9.5, S.STEAL: 0.1, S.TOOL: 7.0, S.TOOL_PID: 7,
                         S.THR_PERIODS: 1000, S.THR_THROTTLED: 400, S.THR_S: 2.0})
     w = analyse([a, b], 0.0, 10.0, 1, client_bound_share=0.9, noisy_foreign_cores=0.05, noisy_steal_cores=0.05)
     assert w["cpu_cores"] == pytest.approx(0.5)
@@ -117,6 +131,57 @@ def test_window_analysis_client_bound_noise_and_throttling():
     calm = S.Sample(10.0, {**b.counters, S.SERVER_BUSY: 5.1, S.CLIENT_BUSY: 6.0, S.STEAL: 0.0})
     w = analyse([a, calm], 0.0, 10.0, 1, client_bound_share=0.9, noisy_foreign_cores=0.05, noisy_steal_cores=0.05)
     assert not w["client"]["saturated"] and not w["noise"]["noisy"]
+
+
+def test_tool_cpu_is_read_from_the_one_tool_run_of_the_window():
+    """Two load-tool runs back to back (two processes, one counter key): the
+    window of the second must not interpolate from the first's last reading
+    (it did: 4.0 s of the first tool against 0.05 s of the second read as
+    almost nothing). The second tool burns 0.8 core from t=10.0."""
+    from harness.probe import analyse
+    S = sampling
+    samples = [S.Sample(9.0, {S.TOOL: 3.2, S.TOOL_PID: 100}),      # first tool, near its end
+               S.Sample(9.5, {S.TOOL: 4.0, S.TOOL_PID: 100}),      # its exit reading
+               S.Sample(9.8, {}),                                  # between the two runs
+               S.Sample(10.0, {S.TOOL: 0.0, S.TOOL_PID: 200}),     # reading at the second tool's start
+               S.Sample(12.0, {S.TOOL: 1.6, S.TOOL_PID: 200}),
+               S.Sample(14.0, {S.TOOL: 3.2, S.TOOL_PID: 200})]
+    w = analyse(samples, 10.5, 13.5, 1, client_bound_share=0.9, noisy_foreign_cores=1, noisy_steal_cores=1)
+    assert w["client"]["tool_cores"] == pytest.approx(0.8)
+    # no reading of the second run before the window's start: unknown, not a wrong figure
+    w = analyse(samples[:3] + samples[4:], 10.5, 13.5, 1, client_bound_share=0.9, noisy_foreign_cores=1,
+                noisy_steal_cores=1)
+    assert w["client"]["tool_cores"] is None
+
+
+def test_probe_brackets_the_tool_start_even_when_its_first_reading_is_late():
+    """run_pinned says "spawning" before the fork: the probe records the tool's
+    counter as 0 at that moment, so a window starting before the first real
+    reading (a busy machine) still has both edges."""
+    import time as _time
+    from harness.drivers.base import run_pinned
+    from harness.probe import Probe
+
+    class Handle:
+        def cpu_seconds(self):
+            return 0.0
+
+        def throttling(self):
+            return None
+
+    probe = Probe(Handle(), [0], [1])
+    s = sampling.Sampler(probe.counters, lambda: 0, 10.0)
+    added = []
+    probe.add = lambda smp: (added.append(smp), s.add(smp))
+    probe.mark = None                       # no reading at the start: only the spawn reading brackets it
+    t_before = _time.monotonic()
+    # a child that burns CPU for ~0.3 s
+    run = run_pinned(["python3", "-c", "import time\nt=time.time()\nwhile time.time()-t<0.3: pass"], [0],
+                     timeout_s=20, on_start=probe.watch_tool)
+    assert run.returncode == 0
+    assert len(added) == 1 and added[0].counters[sampling.TOOL] == 0.0
+    assert t_before <= added[0].t <= t_before + 0.5
+    assert probe.tool_pid is None
 
 
 def test_proc_stat_parsing():

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from harness import calibrate as calibrate_mod
 from harness import phases as phases_mod
 from harness import runner as runner_mod
-from harness.drivers.base import Driver, LoadResult, Metric
+from harness.drivers.base import Driver, LoadResult, Metric, Reference
 from harness.manifest import (CommandSpec, Fault, Implementation, ProfileLevels, Readiness, Scenario, Service,
                               VerifyStep, Workload)
 from harness.profiles import CpuLayout, Profile
@@ -101,16 +102,36 @@ class FakeDriver(Driver):
     def version(self):
         return "fake 1"
 
+    # the reference null server: a real process that accepts connections;
+    # against it the fake tool "does" reference_factor times its usual rate
+    reference_factor: float | None = None
+
+    def reference(self, workload, scenario, *, host, port, workdir, threads):
+        if self.reference_factor is None:
+            return None
+        code = ("import socket, time\n"
+                f"s = socket.socket(); s.bind(('{host}', {port})); s.listen()\n"
+                "time.sleep(60)\n")
+        return Reference("fake-null", "1", [sys.executable, "-c", code], "accepts connections")
+
     def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None):
-        impl = target_impl[target]
-        if self.interrupt_at == impl:
+        reference = target not in target_impl          # the reference null server
+        impl = None if reference else target_impl[target]
+        if impl is not None and self.interrupt_at == impl:
             raise KeyboardInterrupt()
+        on_start("spawning")
         on_start(os.getpid())
         t0 = time.monotonic()
         time.sleep(duration_s)
         t1 = time.monotonic()
         on_start("exited")
         on_start(None)
+        if reference:
+            n = round(100 * level.value * self.reference_factor * (t1 - t0) / duration_s)
+            return LoadResult(tool="fake", tool_version="1", command=["fake"], level=level.to_json(),
+                              duration_s=duration_s, wall_s=t1 - t0, count=n, ok_count=n, errors=0,
+                              rps=n / (t1 - t0), latency_ms={"p50": 0.1, "p90": 0.2, "p99": 0.3, "p999": 0.4,
+                                                             "max": 0.5, "mean": 0.12}, send_t0=t0, send_t1=t1)
         if raw_path is not None:
             self.rt.levels_run[impl] = self.rt.levels_run.get(impl, 0) + 1
         n = 100 * level.value
@@ -169,6 +190,7 @@ def harness_env(monkeypatch, tmp_path):
     drivers = {"fake": FakeDriver(rt)}
     monkeypatch.setattr(runner_mod, "get_driver", lambda name: drivers[name])
     monkeypatch.setattr(phases_mod, "get_driver", lambda name: drivers[name])
+    monkeypatch.setattr(calibrate_mod, "get_driver", lambda name: drivers[name])
     monkeypatch.setattr(runner_mod.hostcpu, "pin_all_threads", lambda cpus: [])
     monkeypatch.setattr(runner_mod.builder, "build", _fake_build)
     orig_new = phases_mod.InstanceRun._new_instance
@@ -523,3 +545,45 @@ def test_a_node_that_cannot_start_fails_the_run_and_the_others_are_stopped(harne
     inst = data["instances"][0]
     assert inst["failed_phase"] == "start" and inst["shutdown"] is None and inst["after_stop"] is None
     assert inst["nodes"]["c"]["shutdown"]["was_running"] and rt.running() == []
+
+
+def test_calibration_records_ceilings_and_flags_client_limited_levels(harness_env):
+    """The driver against its reference null server (a real process, pinned
+    and capped like a server) before the scenario: a ceiling per level; a
+    result above half the driver's maximum is client-limited and not ranked;
+    the reference is gone afterwards."""
+    import psutil
+    rt, drivers, tmp = harness_env
+    drivers["fake"].reference_factor = 1.5      # the tool does 1.5x the fake server's rate against the null one
+    sc = _scenario(tmp, after_stop=False)
+    sc.services.clear()
+    r = _runner(tmp, rt, sc, [_impl(tmp, "a"), _impl(tmp, "b")])
+    r.run()
+    data = load(tmp / "out")
+    cal = data["ceilings"]["fake"]["w"]
+    assert cal["reference"]["name"] == "fake-null" and cal["error"] is None
+    assert set(cal["levels"]) == {"c1", "c2"}
+    assert cal["levels"]["c2"]["rps"] == pytest.approx(1.5 * 200 / 0.3, rel=0.2)
+    assert cal["max_level"] == "c2" and cal["max_bound"] in ("neither", "client", "reference")
+    rows = {(x["implementation"], x["level"]): x for x in flat_rows(data)}
+    # c1: 333/s against a maximum of 1,000/s: a third, not limited; c2: two thirds of it: limited
+    assert not rows[("a", "c1")]["client_limited"] and rows[("a", "c2")]["client_limited"]
+    assert rows[("a", "c1")]["ceiling_pct"] == pytest.approx(100 / 1.5, rel=0.2)
+    assert rows[("a", "c2")]["ceiling_max_rps"] == pytest.approx(cal["max_rps"], rel=0.01)
+    from harness.summary import ranks
+    rk = ranks(list(rows.values()))
+    assert ("fake", "w", "c2") not in rk and ("fake", "w", "c1") in rk
+    assert not any(p.info["cmdline"] and "time.sleep(60)" in " ".join(p.info["cmdline"])
+                   for p in psutil.process_iter(["cmdline"]))
+    from harness.report import render
+    html = render(data)
+    assert "Load-tool ceiling" in html and "client-limited" in html
+    # a driver without a reference: recorded, nothing flagged, the run still fine
+    drivers["fake"].reference_factor = None
+    r = _runner(tmp, rt, sc, [_impl(tmp, "a")])
+    r.out_dir = tmp / "out2"
+    r.run()
+    data = load(tmp / "out2")
+    assert "no reference server" in data["ceilings"]["fake"]["w"]["error"]
+    assert not any(x["client_limited"] for x in flat_rows(data))
+    assert all(x["ok"] for x in flat_rows(data))

@@ -46,7 +46,9 @@ def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | N
     """Run a tool pinned to `cpus`, return its output and its own CPU time.
 
     The CPU time comes from wait4's rusage of that very child (its whole life,
-    start-up and drain included). `on_start(pid)` is called once it runs,
+    start-up and drain included). `on_start("spawning")` is called right
+    before the process is made (it has used no CPU before that moment),
+    `on_start(pid)` once it runs,
     `on_start("exited")` once it has exited but before it is reaped (its
     final CPU times still readable), and `on_start(None)` at the end, so
     that a sampler can read the tool's CPU over its send window alone.
@@ -57,6 +59,8 @@ def run_pinned(argv: list[str], cpus: list[int], timeout_s: float, cwd: Path | N
         os.sched_setaffinity(0, cpus)
         apply_nofile(nofile)
 
+    if on_start is not None:
+        on_start("spawning")
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
                             stdin=subprocess.DEVNULL, preexec_fn=pin, start_new_session=True,
@@ -202,6 +206,23 @@ class Param:
     min: float | None = None      # for numbers
 
 
+@dataclass
+class Reference:
+    """A reference null server: the fastest possible answer of a workload's
+    shape, against which a driver's ceiling is measured (harness/calibrate.py).
+    `command` is ready to run; `files` are written to its work folder first."""
+
+    name: str
+    version: str
+    command: list[str]
+    description: str                      # what it answers, e.g. "1 message of 397 bytes, grpc-status 0"
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "version": self.version, "command": self.command,
+                "description": self.description}
+
+
 @dataclass(frozen=True)
 class Metric:
     """A figure a driver (or a check) produces, as results, compare and the report show it."""
@@ -301,6 +322,13 @@ class Driver(abc.ABC):
     def overhead_s(self, workload: Workload) -> float:
         """Seconds of each run that send nothing (a drain); a warm-up window adds them."""
         return 0.0
+
+    def reference(self, workload: Workload, scenario: Scenario, *, host: str, port: int, workdir: Path,
+                  threads: int) -> Reference | None:
+        """The null server this driver's ceiling is measured against, answering
+        in the workload's shape on host:port with `threads` threads (None: the
+        driver has none; its levels then carry no ceiling)."""
+        return None
 
 
 def check_status_ratio(result: LoadResult, params: dict) -> str | None:

@@ -13,6 +13,8 @@ with enough workers, and its percentiles are corrected for coordinated
 omission from ghz's per-call details (the raw ones are kept too).
   status_ratio  expected mix of answers, e.g. {OK = 200, NotFound = 10}
              (checked at every level; see base.check_status_ratio)
+  null_messages, null_message_bytes  the reference null server's answer
+             (tools/bin/grpc-null, shared with grpcload; `langbench calibrate`)
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from pathlib import Path
 
 from ..errors import InputError, ToolError
 from ..manifest import Level, Scenario, Workload
-from .base import (Driver, LoadResult, Param, correct_coordinated_omission, find_tool,
-                   latency_summary, run_pinned)
+from .base import (Driver, LoadResult, correct_coordinated_omission, find_tool, latency_summary,
+                   run_pinned)
+from .grpcload import GRPC_PARAMS, grpc_null_reference
 
 
 CUT_OFF_MESSAGES = ("the client connection is closing", "transport is closing")
@@ -56,14 +59,7 @@ def _parse_ts(ts: str) -> float:
 class Ghz(Driver):
     name = "ghz"
     level_kinds = ("concurrency", "rate")
-    params = (
-        Param("proto", str, required=True, path=True, help=".proto file, relative to the scenario folder"),
-        Param("call", str, required=True, help="fully-qualified method"),
-        Param("data_file", str, required=True, path=True, help="JSON request data (an array: round-robin)"),
-        Param("ok_status", list, help="status codes that count as a correct answer (default [\"OK\"])"),
-        Param("connections", int, min=1, help="HTTP/2 connections (default min(concurrency, 8))"),
-        Param("status_ratio", dict, help="expected mix of answers, e.g. {OK = 200, NotFound = 10}"),
-    )
+    params = GRPC_PARAMS
 
     @lru_cache(maxsize=1)
     def version(self) -> str:
@@ -185,6 +181,10 @@ class Ghz(Driver):
             status_codes=codes, error_kinds=kinds, cut_off=len(cut_idx),
             send_t0=send_t0, send_t1=send_t1, notes=notes,
         )
+
+
+    def reference(self, workload, scenario, *, host, port, workdir, threads):
+        return grpc_null_reference(workload, host=host, port=port, threads=threads)
 
 
 def wall_minus_monotonic() -> float:

@@ -9,6 +9,9 @@ Workload params (scenario.toml [workloads.params]):
   path       URL path appended to http://HOST:PORT (default "/")
   ok_status  HTTP statuses that count as a correct answer (default ["200"])
   drain_s    seconds at the end of each run without new requests (default 2)
+  null_status, null_body_bytes  the reference null server's answer (nginx
+             from Debian, `langbench calibrate`; default: the first ok_status,
+             an empty body)
 
 wrk is closed-loop only: a rate level on a wrk workload is a manifest error.
 """
@@ -16,13 +19,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import uuid
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError, ToolError
-from .base import Driver, LoadResult, Param, find_tool, run_pinned
+from .base import Driver, LoadResult, Param, Reference, find_tool, run_pinned
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 TIMEOUT_S = 10
@@ -36,6 +40,8 @@ class Wrk(Driver):
         Param("path", str, help="URL path (default /)"),
         Param("ok_status", list, help="HTTP statuses that count as a correct answer (default [\"200\"])"),
         Param("drain_s", float, min=0, help="seconds at the end of each run without new requests (default 2)"),
+        Param("null_status", str, help="reference null server: the status it answers (default: first ok_status)"),
+        Param("null_body_bytes", int, min=0, help="reference null server: body bytes (default 0)"),
     )
 
     @lru_cache(maxsize=1)
@@ -119,6 +125,50 @@ class Wrk(Driver):
             notes=[f"{late} wrk timeout count(s): answers after {TIMEOUT_S} s are not in the latency "
                    f"percentiles"] if late else [],
         )
+
+    def reference(self, workload, scenario, *, host, port, workdir, threads) -> Reference:
+        """nginx answering every request with a fixed status and body, no
+        access log, keep-alive for the whole run (wrk never reconnects)."""
+        p = workload.params
+        status = str(p.get("null_status") or (p.get("ok_status") or ["200"])[0])
+        size = int(p.get("null_body_bytes", 0))
+        exe = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(exe).is_file():
+            raise ToolError("nginx not found (Debian package nginx-light; run ./setup.sh)")
+        out = subprocess.run([exe, "-v"], capture_output=True, text=True, timeout=30)
+        m = re.search(r"nginx/(\S+)", out.stdout + out.stderr)
+        conf = NGINX_CONF.format(threads=threads, dir=workdir, host=host, port=port, status=status,
+                                 body="x" * size)
+        return Reference(
+            name="nginx", version=m.group(1) if m else "unknown",
+            command=[exe, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", "stderr"],
+            description=f"answers every request {status} with {size} body bytes "
+                        f"(return directive, {threads} worker process(es), no access log)",
+            files={"nginx.conf": conf})
+
+
+NGINX_CONF = """# langbench reference null server (written by harness/drivers/wrk.py)
+daemon off;
+master_process on;
+worker_processes {threads};
+pid {dir}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 120s;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen {host}:{port};
+        location / {{ return {status} "{body}"; }}
+    }}
+}}
+"""
 
 
 DRIVER = Wrk()

@@ -66,12 +66,18 @@ class Cgroup:
                 pass
         return sorted(out)
 
-    def remove(self) -> None:
+    def remove(self) -> bool:
+        """Remove the cgroup's folders; False while one is still busy (a
+        process in it, or one that has exited and is not yet reaped)."""
+        gone = True
         for d in self.dirs:
             try:
                 d.rmdir()
-            except OSError:
+            except FileNotFoundError:
                 pass
+            except OSError:
+                gone = False
+        return gone
 
     def throttling(self) -> dict:
         return read_throttling(self.cpu_dir / "cpu.stat", self.version)

@@ -154,7 +154,11 @@ class ProcessHandle(ServerHandle):
         code = self.popen.wait(timeout=10)
         self._log.close()
         if self.cgroup is not None:
-            self.cgroup.remove()
+            # killed children of the tree are orphans that init reaps: the
+            # cgroup is busy until it has
+            deadline = time.monotonic() + 5.0
+            while not self.cgroup.remove() and time.monotonic() < deadline:
+                time.sleep(0.05)
         return StopResult(exit_code=None if killed else code, shutdown_s=shutdown_s, killed=killed)
 
     def _kill_rest(self) -> None:
@@ -225,6 +229,7 @@ class ProcessRuntime(Runtime):
         removed = []
         me = os.getpid()
         live_runs: set[str] = set()
+        dead_runs: set[str] = set()       # runs whose processes this cleanup just killed
         for p in psutil.process_iter(["pid", "name"]):
             if p.pid == me:
                 continue
@@ -241,6 +246,7 @@ class ProcessRuntime(Runtime):
             try:
                 p.kill()
                 removed.append(f"process {p.pid} ({p.info['name']}) of run {run}")
+                dead_runs.add(run)
             except psutil.Error:
                 pass
         for cg in cgroups.leftovers():
@@ -250,7 +256,8 @@ class ProcessRuntime(Runtime):
             if any(name.startswith(r) for r in live_runs):
                 continue
             pids = cg.pids()
-            if not pids and time.time() - _mtime(cg.cpu_dir) < STALE_EMPTY_CGROUP_S:
+            if not pids and time.time() - _mtime(cg.cpu_dir) < STALE_EMPTY_CGROUP_S \
+                    and not any(name.startswith(r) for r in dead_runs):
                 continue          # just made by a run that is about to start its server in it
             for pid in pids:
                 try:
@@ -258,12 +265,12 @@ class ProcessRuntime(Runtime):
                     removed.append(f"process {pid} in cgroup {cg.cpu_dir}")
                 except psutil.Error:
                     pass
-            # a cgroup can only be removed once its processes are gone (a busy
-            # machine may take a moment to reap them)
-            deadline = time.monotonic() + 5.0
-            while pids and cg.pids() and time.monotonic() < deadline:
+            # a cgroup can only be removed once its processes are gone and
+            # reaped: a killed run's server is an orphan that init reaps, which
+            # on a busy machine (or a lazy init) takes a moment
+            deadline = time.monotonic() + 10.0
+            while not cg.remove() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            cg.remove()
         return removed
 
     def describe(self) -> dict:

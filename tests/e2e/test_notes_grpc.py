@@ -1,4 +1,5 @@
-"""End to end: real builds, real servers, real ghz, for all four languages."""
+"""End to end: real builds, real servers, the real load tool (grpcload, with
+its ceiling measured against grpc-null first), for all four languages."""
 from __future__ import annotations
 
 import json
@@ -60,10 +61,33 @@ def test_all_four_languages_verified_and_measured(quick_run):
         assert m["load"]["status_check"] is None, m["load"]
     assert data["quota"]["cpu_quota_applied"] == 0.5 and data["cpu_layout"]["harness_pinned_threads"] >= 1
     env = data["environment"]
-    assert env["load_tools"]["ghz"].startswith("v")
+    assert env["load_tools"]["grpcload"].startswith("0.")
     assert all(env["toolchains"][k] for k in ("go", "rustc", "java", "maven"))
     m = data["measurements"][0]
-    assert m["load"]["command"][0].endswith("ghz") and "--format" in m["load"]["command"]
+    assert m["load"]["command"][0].endswith("grpcload") and "--check-consistency" in m["load"]["command"]
+    # every answer read to its status and checked against the first answer to the
+    # same request; the answers' shape is the data's: 200 of 210 titles exist,
+    # and the 62 authors hold 1,203 notes (19.40 a call over a round)
+    for m in data["measurements"]:
+        ex = m["load"]["extra"]
+        assert ex["inconsistent"] == 0 and m["load"]["errors"] == 0, m["load"]
+        if m["workload"] == "unary":
+            assert ex["msgs_per_call"] == pytest.approx(200 / 210, abs=0.01), (m["implementation_id"], ex)
+        else:
+            assert ex["msgs_per_call"] == pytest.approx(1203 / 62, abs=0.1), (m["implementation_id"], ex)
+        assert 55 <= ex["resp_bytes_per_msg"] <= 602
+    # the tool's ceiling, measured against its null server before the servers ran
+    for w in ("unary", "stream"):
+        cal = data["ceilings"]["notes-grpc"][w]
+        assert cal["error"] is None and cal["reference"]["name"] == "grpc-null", cal
+        assert set(cal["levels"]) == {"c16", "c64", "r1000"}
+        assert all(lv["bound"] in ("client", "reference", "neither") for lv in cal["levels"].values())
+        assert cal["levels"]["r1000"]["rps"] == pytest.approx(1000, rel=0.02)
+        assert cal["max_rps"] >= max(lv["rps"] for lv in cal["levels"].values())
+    for m in data["measurements"]:
+        c = m["ceiling"]
+        assert c["max_rps"] > 0 and c["fraction_of_max"] == pytest.approx(m["load"]["rps"] / c["max_rps"])
+        assert c["client_limited"] == (m["load"]["rps"] > 0.5 * c["max_rps"])
 
 
 def test_interop_matrix_is_16_of_16(quick_run):
@@ -130,7 +154,7 @@ def test_server_killed_mid_run_is_failed_and_others_complete(tmp_path):
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     proc = run_cli("run", "notes-grpc", "--runtime", "process", "--profile", "quick", "--impl", "go",
-                   "--impl", "python", "--no-interop", "--seed", "1", "--out", str(out))
+                   "--impl", "python", "--no-interop", "--no-calibrate", "--seed", "1", "--out", str(out))
     t.join(timeout=5)
     assert victim["pid"], "the go server was never seen"
     assert proc.returncode == 1
