@@ -169,7 +169,8 @@ def _level(r, driver, probe: Probe, sampler, level: Level, duration_s: float, qu
     else:
         t0, t1 = a.t, b.t
     p = r.profile
-    win = analyse(sampler.snapshot(), t0, t1, len(r.layout.client), client_bound_share=p.client_bound_threshold,
+    win = analyse(sampler.snapshot(), t0, t1, len(r.layout.client), n_server=len(r.layout.server),
+                  client_bound_share=p.client_bound_threshold,
                   noisy_foreign_cores=p.noisy_foreign_cores, noisy_steal_cores=p.noisy_steal_cores)
     thr = win["throttling"] or {}
     return {"kind": level.kind, "value": level.value, "rps": round(res.rps, 1), "ok": res.ok_count,

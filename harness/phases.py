@@ -583,7 +583,8 @@ class InstanceRun:
 
     def _window(self, samples, t0: float, t1: float) -> dict:
         p, layout = self.run_.profile, self.run_.layout
-        return analyse(samples, t0, t1, len(layout.client), client_bound_share=p.client_bound_threshold,
+        return analyse(samples, t0, t1, len(layout.client), n_server=len(layout.server),
+                       client_bound_share=p.client_bound_threshold,
                        noisy_foreign_cores=p.noisy_foreign_cores, noisy_steal_cores=p.noisy_steal_cores)
 
     def _driver_args(self, ctx: Instance, w: Workload, on_start) -> dict:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import time
 
 from . import hostcpu
-from .sampling import (CLIENT_BUSY, SERVER_BUSY, SERVER_CPU, SERVER_IRQ, STEAL, THR_PERIODS, THR_S,
+from .sampling import (CLIENT_BUSY, CLIENT_IDLE, CLIENT_STEAL, SERVER_BUSY, SERVER_CPU, SERVER_IDLE, SERVER_IRQ,
+                       SERVER_STEAL, STEAL, THR_PERIODS, THR_S,
                        THR_THROTTLED, TOOL, TOOL_PID, Sample, delta)
 
 
@@ -79,6 +80,7 @@ class Probe:
         per = hostcpu.read_cpus()
         c, s = self.client.read(per), self.server.read(per)
         d[CLIENT_BUSY], d[SERVER_BUSY], d[SERVER_IRQ], d[STEAL] = c.busy_s, s.tasks_s, s.irq_s, c.steal_s + s.steal_s
+        d[CLIENT_IDLE], d[SERVER_IDLE], d[CLIENT_STEAL], d[SERVER_STEAL] = c.idle_s, s.idle_s, c.steal_s, s.steal_s
         pid = self.tool_pid
         if pid:
             try:
@@ -107,7 +109,7 @@ def _div(a, b):
 
 
 def analyse(samples: list[Sample], t0: float, t1: float, n_client: int, *, client_bound_share: float,
-            noisy_foreign_cores: float, noisy_steal_cores: float) -> dict:
+            noisy_foreign_cores: float, noisy_steal_cores: float, n_server: int = 1) -> dict:
     """The figures of one window [t0, t1] (monotonic seconds)."""
     dt = t1 - t0
     if dt <= 0:
@@ -119,6 +121,14 @@ def analyse(samples: list[Sample], t0: float, t1: float, n_client: int, *, clien
     cpu = d(SERVER_CPU)
     periods, throttled, thr_s = d(THR_PERIODS), d(THR_THROTTLED), d(THR_S)
     client_busy, server_busy, steal = d(CLIENT_BUSY), d(SERVER_BUSY), d(STEAL)
+    # busy = the window minus idle and steal (exact), rather than the
+    # tick-sampled sums (hostcpu's docstring), where both edges have them
+    c_idle, s_idle = d(CLIENT_IDLE), d(SERVER_IDLE)
+    irq_exact = d(SERVER_IRQ)
+    if c_idle is not None:
+        client_busy = max(0.0, n_client * dt - c_idle - (d(CLIENT_STEAL) or 0.0))
+    if s_idle is not None:
+        server_busy = max(0.0, n_server * dt - s_idle - (d(SERVER_STEAL) or 0.0) - (irq_exact or 0.0))
     tool = _tool_delta(samples, t0, t1)
     irq = d(SERVER_IRQ)
     foreign = None if server_busy is None or cpu is None else max(0.0, server_busy - cpu) / dt

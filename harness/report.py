@@ -276,7 +276,7 @@ def _ceiling_table(data: dict, scenario: str, workload: str, wrows: list[dict]) 
                      "tool_cores": lv.get("tool_cores"), "us_call": lv.get("tool_us_per_call"), "busy": _pct(lv.get("client_busy_share")),
                      "ref_cores": lv.get("reference_cores"), "thr": _pct(lv.get("reference_throttled_share")),
                      "p50": lat.get("p50"), "p99": lat.get("p99"), "best": best,
-                     "headroom": rps / best if rps and best else None})
+                     "headroom": rps / best if rps and best and lv.get("kind") == "concurrency" else None})
     return {"cal": cal, "rows": rows, "limited_above": (data.get("calibration") or {}).get("client_limited_share")}
 
 

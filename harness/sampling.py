@@ -29,6 +29,10 @@ CLIENT_BUSY = "client_busy"     # busy seconds of the load tool's CPUs (anyone's
 SERVER_BUSY = "server_busy"     # task seconds (user+nice+system) on the server's CPUs (anyone's tasks)
 SERVER_IRQ = "server_irq"       # interrupt seconds (irq+softirq) on the server's CPUs
 STEAL = "steal"                 # steal seconds of all CPUs of the layout
+CLIENT_IDLE = "client_idle"     # idle + iowait seconds of the load tool's CPUs (exact under NOHZ)
+SERVER_IDLE = "server_idle"     # ... of the server's CPUs
+CLIENT_STEAL = "client_steal"   # steal seconds of the load tool's CPUs
+SERVER_STEAL = "server_steal"   # ... of the server's CPUs
 TOOL = "tool"                   # the load tool's own CPU seconds (while it runs)
 TOOL_PID = "tool_pid"           # ... and which tool run that reading is of (its pid)
 

@@ -133,6 +133,30 @@ def test_window_analysis_client_bound_noise_and_throttling():
     assert not w["client"]["saturated"] and not w["noise"]["noisy"]
 
 
+def test_busy_time_is_the_window_minus_exact_idle_not_the_tick_samples():
+    """User and system in /proc/stat are tick samples: a bursty tool that used
+    0.44 s of CPU showed as 0.02 s. Idle is exact (NOHZ): busy is the window
+    minus idle and steal, task time that minus interrupt time."""
+    from harness.probe import analyse
+    S = sampling
+    a = S.Sample(0.0, {S.SERVER_CPU: 0, S.SERVER_BUSY: 0, S.CLIENT_BUSY: 0, S.STEAL: 0, S.SERVER_IRQ: 0,
+                       S.CLIENT_IDLE: 100.0, S.SERVER_IDLE: 200.0, S.CLIENT_STEAL: 0, S.SERVER_STEAL: 0})
+    # 10 s: ticks saw 0.2 s busy on the client CPU and 9.0 s of task time on the
+    # server CPU; exactly, the client CPU was idle 6 s, the server CPU 4.5 s,
+    # with 0.1 s of interrupts, and the server's cgroup used 5.0 s
+    b = S.Sample(10.0, {S.SERVER_CPU: 5.0, S.SERVER_BUSY: 9.0, S.CLIENT_BUSY: 0.2, S.STEAL: 0.0,
+                        S.SERVER_IRQ: 0.1, S.CLIENT_IDLE: 106.0, S.SERVER_IDLE: 204.5, S.CLIENT_STEAL: 0.0,
+                        S.SERVER_STEAL: 0.0})
+    w = analyse([a, b], 0.0, 10.0, 1, client_bound_share=0.9, noisy_foreign_cores=0.1, noisy_steal_cores=0.05)
+    assert w["client"]["busy_cores"] == pytest.approx(0.4)             # not the ticks' 0.02
+    assert w["noise"]["foreign_cores"] == pytest.approx(0.04)          # (10 - 4.5 - 0.1 - 5.0) / 10, not 0.4
+    assert not w["noise"]["noisy"] and not w["client"]["saturated"]
+    # two server CPUs: the window counts twice
+    w = analyse([a, b], 0.0, 10.0, 1, n_server=2, client_bound_share=0.9, noisy_foreign_cores=0.1,
+                noisy_steal_cores=0.05)
+    assert w["noise"]["foreign_cores"] == pytest.approx(1.04)
+
+
 def test_tool_cpu_is_read_from_the_one_tool_run_of_the_window():
     """Two load-tool runs back to back (two processes, one counter key): the
     window of the second must not interpolate from the first's last reading
