@@ -23,6 +23,7 @@ class Verdict:
     command: list[str]
     produced: int = 0      # correct answers the check itself caused (counted towards totals)
     metrics: dict = field(default_factory=dict)   # name -> {"value", "unit", "better"}
+    data: dict | None = None        # the JSON line as printed (readers' summaries...)
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "detail": self.detail, "checks": self.checks, "command": self.command,
@@ -52,6 +53,8 @@ def parse_metrics(raw) -> tuple[dict, str | None]:
         if better not in BETTER or not isinstance(unit, str):
             return {}, f"metrics.{name}: better must be one of {', '.join(BETTER)} and unit a string"
         out[name] = {"value": value, "unit": unit, "better": better}
+        if isinstance(v, dict) and isinstance(v.get("description"), str):
+            out[name]["description"] = v["description"]
     return out, None
 
 
@@ -92,4 +95,4 @@ def run_verdict(argv: list[str], cwd: Path, timeout_s: float, cpus: list[int] | 
     metrics, bad = parse_metrics(data.get("metrics"))
     if bad is not None:
         ok, detail = False, f"malformed verdict: {bad}"
-    return Verdict(ok, detail, checks, argv, produced if isinstance(produced, int) else 0, metrics)
+    return Verdict(ok, detail, checks, argv, produced if isinstance(produced, int) else 0, metrics, data)

@@ -99,6 +99,14 @@ class Workload:
     driver: str
     params: dict[str, Any]
     faults: list[Fault] = field(default_factory=list)
+    # environment the server runs with for this workload (e.g. RECORD = "0"):
+    # workloads with different server_env run on different server runs
+    server_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        """A short name of the server_env ('' for none): RECORD=0 -> 'record0'."""
+        return "-".join(f"{k}{v}".lower() for k, v in sorted(self.server_env.items()))
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,7 @@ class Scenario:
     readiness: Readiness
     verify: list[VerifyStep]
     interop: CommandSpec | None      # timeout for each client run; None = no interop
+                                     # (kind "files": command = the reference reader)
     services: list[Service]
     before_instance: CommandSpec | None   # run before each server start (fresh topic...)
     after_load: CommandSpec | None        # run after every load phase (event counts...)
@@ -199,6 +208,23 @@ class Scenario:
     manifest_path: Path
     python_requires: list[str] = field(default_factory=list)   # packages its checks need (PEP 508)
     topology: Topology | None = None      # None: one node per implementation (its [run])
+    # "client": each implementation's client calls each server; "files": each
+    # implementation's reader reads each server's files after it stopped and
+    # must print what the reference reader (interop.command) prints
+    interop_kind: str = "client"
+
+    def modes(self) -> list[tuple[dict[str, str], list[str]]]:
+        """The server runs one trial takes: workloads grouped by their
+        server_env, in the order they are declared."""
+        out: list[tuple[dict[str, str], list[str]]] = []
+        for w in self.workloads:
+            for env, names in out:
+                if env == w.server_env:
+                    names.append(w.name)
+                    break
+            else:
+                out.append((dict(w.server_env), [w.name]))
+        return out or [({}, [])]
 
     @property
     def node_names(self) -> list[str]:
@@ -377,6 +403,31 @@ def _command(t: _Table, key: str, default_timeout: float) -> CommandSpec | None:
         return None
     cmd = sub.str_list("command", required=key != "interop", nonempty=key != "interop")
     return CommandSpec(cmd, sub.positive("timeout_s", default_timeout))
+
+
+INTEROP_KINDS = ("client", "files")
+
+
+def _interop_kind(t: _Table) -> str:
+    sub = t.sub("interop")
+    kind = sub.get("kind", str, default="client") if sub is not None else "client"
+    if kind not in INTEROP_KINDS:
+        raise sub.err("kind", f"'{kind}' is not one of {', '.join(INTEROP_KINDS)}")
+    return kind
+
+
+def _interop(t: _Table) -> CommandSpec | None:
+    """[interop]: enabled, timeout_s, and for kind = "files" the reference
+    reader's command (it gets {interop_dir})."""
+    sub = t.sub("interop")
+    if sub is None:
+        return None
+    sub.check_keys({"command", "timeout_s", "enabled", "kind"})
+    if sub.get("enabled", bool, default=True) is False:
+        return None
+    files = _interop_kind(t) == "files"
+    cmd = sub.str_list("command", required=files, nonempty=files)
+    return CommandSpec(cmd, sub.positive("timeout_s", 60.0))
 
 
 def _readiness(r: _Table) -> Readiness:
@@ -566,14 +617,15 @@ def load_scenario(path: Path) -> Scenario:
         if not isinstance(raw, dict):
             raise t.err(f"workloads[{i}]", "expected a table")
         w = _Table(raw, path, f"workloads[{i}].")
-        w.check_keys({"name", "description", "driver", "params", "faults"})
+        w.check_keys({"name", "description", "driver", "params", "faults", "server_env"})
         wname = w.get("name", str, required=True)
         if wname in seen:
             raise w.err("name", f"duplicate workload '{wname}'")
         seen.add(wname)
         workloads.append(Workload(wname, w.get("description", str, default=""),
                                   w.get("driver", str, required=True), w.get("params", dict, default={}),
-                                  _faults(w, names, topology.nodes if topology else [])))
+                                  _faults(w, names, topology.nodes if topology else []),
+                                  w.str_map("server_env")))
 
     drivers = _workload_drivers(raw_workloads, workloads, path)
     profiles = {}
@@ -602,7 +654,7 @@ def load_scenario(path: Path) -> Scenario:
         description=t.get("description", str, default=""),
         protocol=t.get("protocol", str, required=True), dir=path.parent.resolve(),
         env=t.str_map("env"), readiness=readiness, verify=verify,
-        interop=_command(t, "interop", 60.0), services=services,
+        interop=_interop(t), interop_kind=_interop_kind(t), services=services,
         before_instance=_command(t, "before_instance", 120.0),
         after_load=_command(t, "after_load", 120.0), after_stop=_command(t, "after_stop", 120.0),
         python_requires=_python_requires(t), topology=topology, workloads=workloads,

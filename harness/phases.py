@@ -245,14 +245,15 @@ class InstanceRun:
         names = sc.node_names
         ports = {n: r.runtime.free_port("server") for n in names}
         port = ports[sc.entry]
-        key = f"{r.run_id}-{sc.name}-{impl.name}-t{trial}"
+        mode = f"-{self.item.mode}" if self.item.mode else ""
+        key = f"{r.run_id}-{sc.name}-{impl.name}-t{trial}{mode}"
         ph = r.placeholders(impl, port)
-        ph["instance"] = f"{impl.name}-t{trial}-{uuid.uuid4().hex[:6]}"
+        ph["instance"] = f"{impl.name}-t{trial}{mode}-{uuid.uuid4().hex[:6]}"
         for n in names:
             ph.update({f"node.{n}.host": host, f"node.{n}.port": str(ports[n]),
                        f"node.{n}.target": f"{host}:{ports[n]}"})
         # the instance's own writable folder: the same path in both runtimes
-        folder = r.out_dir / "instances" / f"{sc.name}-{impl.name}-t{trial}"
+        folder = r.out_dir / "instances" / f"{sc.name}-{impl.name}-t{trial}{mode}"
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o777)          # container users (65532...) write here too
         ph["instance_dir"] = str(folder)
@@ -268,6 +269,7 @@ class InstanceRun:
                    "LANGBENCH_INSTANCE_DIR": str(folder), "LANGBENCH_NODE": n}
             env.update({k: expand(v, nph) for k, v in sc.env.items()})
             env.update({k: expand(v, nph) for k, v in ns.env.items()})
+            env.update(self.item.server_env)            # the workloads' server_env (RECORD=0...)
             suffix = f"-{n}" if len(names) > 1 else ""
             spec = LaunchSpec(run_id=r.run_id, key=key + suffix, impl=ns.owner or impl, scenario=sc, host=host,
                               port=ports[n],
@@ -275,7 +277,7 @@ class InstanceRun:
                               cpu_quota=sc.topology.node_quota(r.profile.server_cpu_quota) if sc.topology
                               else r.profile.server_cpu_quota, env=env,
                               command=[expand(a, nph) for a in ns.command],
-                              log_path=r.logs / f"server-{sc.name}-{impl.name}-t{trial}{suffix}.log",
+                              log_path=r.logs / f"server-{sc.name}-{impl.name}-t{trial}{mode}{suffix}.log",
                               labels={"langbench.run": r.run_id, "langbench.impl": impl.id, "langbench.node": n},
                               cfs_period_us=r.profile.cfs_period_us, mounts={str(folder): "rw"},
                               nofile=nofile_target(), role="server",
@@ -284,7 +286,11 @@ class InstanceRun:
             readiness = sc.topology.readiness[n] if sc.topology else sc.readiness
             nodes[n] = Node(n, spec, readiness, base_key=spec.key)
         entry = nodes[sc.entry].spec
+        # {env.NAME}: the entry node's environment, for the scenario's checks
+        ph.update({f"env.{k}": v for k, v in entry.env.items()})
         record = {"key": key, "scenario": sc.name, "implementation_id": impl.id, "trial": trial,
+                  "mode": self.item.mode, "server_env": dict(self.item.server_env),
+                  "workloads": [w.name for w in sc.workloads],
                   "port": port, "command": entry.command, "env": entry.env, "log": str(entry.log_path),
                   "startup_ms": None, "verify": None, "idle": None, "shutdown": None,
                   "crashed": False, "error": None, "phases": [], "timeseries": None,
@@ -437,7 +443,8 @@ class InstanceRun:
 
     def interop(self, ctx: Instance) -> None:
         r = self.run_
-        if ctx.trial == 1 and ctx.scenario.interop is not None and r.interop:
+        if (ctx.trial == 1 and ctx.scenario.interop is not None and r.interop
+                and ctx.scenario.interop_kind == "client"):
             r._interop_column(ctx.scenario, ctx.impl, ctx.port)
 
     def idle(self, ctx: Instance) -> None:
@@ -522,6 +529,19 @@ class InstanceRun:
         if not v.ok and ctx.record["error"] is None:
             ctx.record["error"] = f"check after stop failed: {v.detail}"
             r.fail(ctx.impl, "after-stop", v.detail)
+        self._interop_files(ctx)
+
+    def _interop_files(self, ctx: Instance) -> None:
+        """Files interop: once per server (trial 1, the first of its runs
+        that left files), every reader on the files it finalised."""
+        r, sc = self.run_, ctx.scenario
+        if sc.interop is None or sc.interop_kind != "files" or not r.interop or ctx.trial != 1:
+            return
+        if any(c["server"] == ctx.impl.language for c in r.store.data["interop"].get(sc.name, [])):
+            return
+        if not any(f.is_file() for f in ctx.folder.rglob("*")):
+            return
+        r._interop_files_column(sc, ctx.impl, ctx.folder)
 
     # ------------------------------------------------------------------ helpers
     def _end_sampling(self, ctx: Instance) -> None:
@@ -718,6 +738,7 @@ class InstanceRun:
 
         sa = r.services.marks() if r.services and not w.faults else {}
         self._mark_nodes(ctx)
+        disk_a = _folder_bytes(ctx.folder)
         a = sampler.mark()
         try:
             res = driver.run(level=level, duration_s=duration_s, raw_path=raw, **self._driver_args(ctx, w, on_start))
@@ -725,6 +746,7 @@ class InstanceRun:
             res = None
             m["error"] = str(exc)
         b = sampler.mark()
+        disk_b = _folder_bytes(ctx.folder)
         self._mark_nodes(ctx)
         if faults is not None:
             m["faults"] = self._faults_done(ctx, faults, w, level)
@@ -760,6 +782,11 @@ class InstanceRun:
                        "window_basis": basis, "rss_mb": mem["mean_mb"], "rss_peak_mb": mem["peak_mb"],
                        "samples": mem["n"], "throttling": win["throttling"],
                        "quota": ctx.record.get("quota")}
+        # what the server wrote to its instance folder (recordings...): the
+        # growth of its files' sizes over the tool's whole run
+        m["server"]["disk"] = {"bytes": disk_b - disk_a, "window_s": b.t - a.t,
+                               "mb_per_s": (disk_b - disk_a) / 1e6 / (b.t - a.t) if b.t > a.t else None,
+                               "basis": "growth of the instance folder's file sizes over the tool's whole run"}
         if res is not None and res.steps:
             m["steps"] = self._steps(ctx, samples, res.steps, a.t, b.t)
         if ctx.multi:
@@ -864,6 +891,18 @@ class InstanceRun:
                    f"{ceiling_note(m.get('ceiling'))}"
                    f"{', ' + ', '.join(flags) if flags else ''}"
                    f"{'' if m['ok'] else ' FAILED: ' + m['error']}")
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the files under a folder (files vanishing meanwhile skipped)."""
+    total = 0
+    for f in folder.rglob("*"):
+        try:
+            if f.is_file():
+                total += f.stat().st_size
+        except OSError:
+            continue
+    return total
 
 
 def _sum(values) -> float | None:

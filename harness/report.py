@@ -132,6 +132,12 @@ def _fmt(v, nd=1):
     return str(v)
 
 
+# the growth of a server's instance folder per level (recordings...)
+DISK_METRIC = {"unit": "MB/s", "better": "none", "source": "harness: the instance folder's file sizes",
+               "description": "bytes the server's files grew by per second over the tool's run (on disk, "
+                              "compressed where the server compresses)"}
+
+
 def _cell(srow: dict | None, metric: str, nd: int = 1) -> dict:
     """Median with its 95% interval (when there are several trials) and the CV flag."""
     if srow is None or srow.get(f"{metric}_median") is None:
@@ -360,7 +366,10 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
             for lv in rate_levels:
                 charts.append(latency_chart(per_trial, w["name"], lv))
             shown = [k for k in sorted(extra) if any(r.get(f"{k}_median") is not None for r in wrows)]
-            other = {"metrics": [dict(extra[k], name=k) for k in shown],
+            if any(r.get("disk_mb_s_median") for r in wrows):
+                shown.insert(0, "disk_mb_s")
+            decl = {**extra, "disk_mb_s": DISK_METRIC}
+            other = {"metrics": [dict(decl[k], name=k) for k in shown],
                      "rows": [{"implementation": r["implementation"], "level": r["level"],
                                "cells": [_cell(r, k, 3) for k in shown]} for r in wrows]} if shown else None
             workloads.append({"name": w["name"], "description": w.get("description", ""),
@@ -377,7 +386,8 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
         if interop is not None:
             langs = sorted({c["client"] for c in interop} | {c["server"] for c in interop})
             cell = {(c["client"], c["server"]): c for c in interop}
-            matrix = {"langs": langs, "cell": cell, "ok": sum(c["ok"] for c in interop), "n": len(interop)}
+            matrix = {"langs": langs, "cell": cell, "ok": sum(c["ok"] for c in interop), "n": len(interop),
+                      "files": any(c.get("kind") == "files" for c in interop)}
         scenarios.append({
             "name": name, "meta": meta, "impls": impl_rows, "workloads": workloads, "interop": matrix,
             "hackday": hackday_table(data, name, s_rows, meta),

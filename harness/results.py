@@ -120,7 +120,8 @@ COLUMNS = [
     "client_busy_pct", "tool_cpu_cores",
     "noisy", "foreign_cores", "steal_cores", "irq_cores", "throttled_pct", "throttled_ms_per_s",
     "server_cpus", "client_cpus", "cpu_quota", "cpu_quota_applied", "cfs_period_us", "window_s",
-    "warmup_s", "warmup_steady", "cut_off", "late", "services_cpu_cores", "services_rss_mb", "nodes", "error",
+    "warmup_s", "warmup_steady", "cut_off", "late", "services_cpu_cores", "services_rss_mb", "nodes",
+    "disk_mb_s", "error",
 ]
 # Figures of the flat table that every run has (their meaning: results/README.md).
 # Others come from drivers and checks, declared in results.json "metrics".
@@ -186,6 +187,7 @@ def flat_rows(data: dict) -> list[dict]:
             "rps_per_cpu": _r(server.get("rps_per_cpu"), 1),
             "rss_mb": _r(server.get("rss_mb")),
             "rss_peak_mb": _r(server.get("rss_peak_mb")),
+            "disk_mb_s": _r((server.get("disk") or {}).get("mb_per_s"), 2),
             "idle_cpu_cores": _r(idle.get("cpu_cores"), 4),
             "idle_rss_mb": _r(idle.get("rss_mb")),
             "startup_ms": _r(inst.get("startup_ms"), 1),

@@ -41,12 +41,18 @@ class Progress:
 
 @dataclass
 class PlanItem:
-    scenario: Scenario
+    scenario: Scenario          # with only the workloads of this server run
     impl: Implementation
     trial: int
+    server_env: dict = field(default_factory=dict)    # the workloads' server_env ({}: none)
+    mode: str = ""              # its short name ('' when the scenario has one kind of server run)
 
     def to_json(self) -> dict:
-        return {"scenario": self.scenario.name, "implementation": self.impl.name, "trial": self.trial}
+        d = {"scenario": self.scenario.name, "implementation": self.impl.name, "trial": self.trial}
+        if self.mode:
+            d.update(mode=self.mode, server_env=self.server_env,
+                     workloads=[w.name for w in self.scenario.workloads])
+        return d
 
 
 def make_plan(selection: list[tuple[Scenario, list[Implementation]]], trials: int, seed: int) -> list[PlanItem]:
@@ -55,11 +61,19 @@ def make_plan(selection: list[tuple[Scenario, list[Implementation]]], trials: in
     rng = random.Random(seed)
     plan = []
     for scenario, impls in selection:
+        modes = scenario.modes()
+        views = [(env, replace(scenario, workloads=[w for w in scenario.workloads if w.name in names]),
+                  scenario.workload(names[0]).mode if names and len(modes) > 1 else "")
+                 for env, names in modes]
         for trial in range(1, trials + 1):
             order = list(impls)
             rng.shuffle(order)
-            plan += [PlanItem(scenario, impl, trial) for impl in order]
+            plan += [PlanItem(view, impl, trial, env, mode) for impl in order for env, view, mode in views]
     return plan
+
+
+# what a reader prints that must equal the reference reader's line
+FILES_INTEROP_KEYS = ("files", "tmp_files", "records", "stream_bytes", "file_bytes", "digest")
 
 
 class Interrupted(Exception):
@@ -388,6 +402,47 @@ class Runner:
         self.store.set_interop(sc.name, cells)
         mine = [c for c in cells if c["server"] == server.language]
         self.progress(f"{server.id}: interop {sum(c['ok'] for c in mine)}/{len(mine)} clients ok")
+
+    def _interop_files_column(self, sc: Scenario, server: Implementation, folder: Path) -> None:
+        """Every built reader of the scenario on this server's files, each
+        compared with the scenario's reference reader (interop kind "files")."""
+        cells = self.store.data["interop"].setdefault(sc.name, [])
+        ph = {**self.placeholders(server), "interop_dir": str(folder)}
+        ref = run_verdict([expand(a, ph) for a in sc.interop.command], sc.dir, sc.interop.timeout_s,
+                          cpus=self.layout.client)
+        ref_line = ref.data or {}
+        for _, impls in self.selection:
+            for client in impls:
+                if client.scenario != sc.name:
+                    continue
+                cell = {"client": client.language, "server": server.language, "ok": False, "kind": "files",
+                        "client_impl": client.name, "server_impl": server.name}
+                if client.client is None:
+                    cells.append({**cell, "detail": "implementation ships no reader"})
+                    continue
+                if not self.builds.get(client.id) or not self.builds[client.id].ok:
+                    cells.append({**cell, "detail": "reader not built"})
+                    continue
+                if not ref.ok:
+                    cells.append({**cell, "detail": f"the reference reader failed: {ref.detail}"})
+                    continue
+                cph = {**self.placeholders(client), "interop_dir": str(folder)}
+                v = run_verdict([expand(a, cph) for a in client.client], client.dir, sc.interop.timeout_s,
+                                cpus=self.layout.client,
+                                env={"LANGBENCH_CPUS": str(len(self.layout.client))})
+                got = v.data or {}
+                differ = [k for k in FILES_INTEROP_KEYS if got.get(k) != ref_line.get(k)]
+                if not v.ok:
+                    detail = v.detail if not got.get("error") else f"reader error: {got['error']}"
+                elif differ:
+                    detail = "; ".join(f"{k}: {got.get(k)!r}, reference {ref_line.get(k)!r}" for k in differ)[:500]
+                else:
+                    detail = f"{got.get('records')} records in {got.get('files')} files, digest equal"
+                cells.append({**cell, "ok": v.ok and not differ, "detail": detail})
+        self.store.set_interop(sc.name, cells)
+        mine = [c for c in cells if c["server"] == server.language]
+        self.progress(f"{server.id}: interop {sum(c['ok'] for c in mine)}/{len(mine)} readers agree "
+                      f"with the reference on its files")
 
     def interop_only(self) -> list[dict]:
         """Build, start each server once, run every client against it (no load)."""
