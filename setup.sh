@@ -4,8 +4,8 @@
 #     reference null server of wrk's ceiling), chromium and chromium-driver
 #     (the report's browser test), as root, when missing
 #   - the Python virtual environment .venv with the harness (pip install -e .[test])
-#   - the load tools into tools/bin: ghz from the Go module proxy; grpcload
-#     and grpc-null (tools/grpcload) from the Rust crate registry
+#   - the load tools into tools/bin: ghz from the Go module proxy; grpcload,
+#     grpc-null and httpload (tools/grpcload) from the Rust crate registry
 #   - the Docker engine (Debian's docker.io, as root, when no daemon answers)
 #     and the local base images of the docker runtime (langbench images)
 # Usage: ./setup.sh            (then .venv/bin/langbench ...)
@@ -62,14 +62,16 @@ if [ ! -x tools/bin/ghz ] || ! go version -m tools/bin/ghz 2>/dev/null | grep -q
   log "building ghz ${GHZ_VERSION} from the Go module proxy"
   GOBIN="$PWD/tools/bin" GOFLAGS=-mod=mod go install "github.com/bojand/ghz/cmd/ghz@${GHZ_VERSION}"
 fi
-# grpcload (langbench's gRPC load generator) and grpc-null (its reference
-# null server), from tools/grpcload and its Cargo.lock; rebuilt when a source
-# file is newer than the installed binary
-if [ ! -x tools/bin/grpcload ] || [ ! -x tools/bin/grpc-null ] \
-   || [ -n "$(find tools/grpcload/src tools/grpcload/Cargo.toml tools/grpcload/Cargo.lock -newer tools/bin/grpcload 2>/dev/null | head -1)" ]; then
-  log "building grpcload and grpc-null (tools/grpcload) from the Rust crate registry"
+# grpcload (langbench's gRPC load generator), grpc-null (its reference null
+# server) and httpload (the HTTP/1.1 one), from tools/grpcload and its
+# Cargo.lock; rebuilt when a source file is newer than an installed binary
+if [ ! -x tools/bin/grpcload ] || [ ! -x tools/bin/grpc-null ] || [ ! -x tools/bin/httpload ] \
+   || [ -n "$(find tools/grpcload/src tools/grpcload/Cargo.toml tools/grpcload/Cargo.lock -newer tools/bin/grpcload 2>/dev/null | head -1)" ] \
+   || [ -n "$(find tools/grpcload/src tools/grpcload/Cargo.toml tools/grpcload/Cargo.lock -newer tools/bin/httpload 2>/dev/null | head -1)" ]; then
+  log "building grpcload, grpc-null and httpload (tools/grpcload) from the Rust crate registry"
   cargo build -q --release --locked --manifest-path tools/grpcload/Cargo.toml
-  install -m 0755 tools/grpcload/target/release/grpcload tools/grpcload/target/release/grpc-null tools/bin/
+  install -m 0755 tools/grpcload/target/release/grpcload tools/grpcload/target/release/grpc-null \
+    tools/grpcload/target/release/httpload tools/bin/
 fi
 # ---------------------------------------------------------------- Docker engine and base images
 # The docker runtime needs a Docker daemon and the local base images. Where no
@@ -115,4 +117,4 @@ if [ "${LANGBENCH_NO_DOCKER:-}" != "1" ] && docker_answers; then
   log "base images: $(.venv/bin/python -c "from harness import images; print(', '.join(f\"{d['tag']} {d['size_mb']} MB\" for d in images.describe(images.client()) if d['present']))")"
 fi
 
-log "ready: $(.venv/bin/langbench --version), ghz $(go version -m tools/bin/ghz | awk '$1=="mod"{print $3}'), $(tools/bin/grpcload --version), nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||')"
+log "ready: $(.venv/bin/langbench --version), ghz $(go version -m tools/bin/ghz | awk '$1=="mod"{print $3}'), $(tools/bin/grpcload --version), $(tools/bin/httpload --version), nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||')"

@@ -212,6 +212,9 @@ class Scenario:
     # implementation's reader reads each server's files after it stopped and
     # must print what the reference reader (interop.command) prints
     interop_kind: str = "client"
+    # [report] baseline: the language every other one's throughput is divided
+    # by in the report (blackhole: "go", the original); None: no ratio column
+    report_baseline: str | None = None
 
     def modes(self) -> list[tuple[dict[str, str], list[str]]]:
         """The server runs one trial takes: workloads grouped by their
@@ -405,6 +408,14 @@ def _command(t: _Table, key: str, default_timeout: float) -> CommandSpec | None:
     return CommandSpec(cmd, sub.positive("timeout_s", default_timeout))
 
 
+def _report_baseline(t: _Table) -> str | None:
+    sub = t.sub("report")
+    if sub is None:
+        return None
+    sub.check_keys({"baseline"})
+    return sub.get("baseline", str)
+
+
 INTEROP_KINDS = ("client", "files")
 
 
@@ -586,7 +597,7 @@ def load_scenario(path: Path) -> Scenario:
     t = _Table(_read_toml(path), path)
     t.check_keys({"name", "title", "description", "protocol", "env", "readiness", "verify",
                   "interop", "workloads", "profiles", "services", "before_instance", "after_load",
-                  "after_stop", "python", "topology"})
+                  "after_stop", "python", "topology", "report"})
     name = t.get("name", str, required=True)
     if name != path.parent.name:
         raise t.err("name", f"'{name}' differs from the folder name '{path.parent.name}'")
@@ -654,7 +665,8 @@ def load_scenario(path: Path) -> Scenario:
         description=t.get("description", str, default=""),
         protocol=t.get("protocol", str, required=True), dir=path.parent.resolve(),
         env=t.str_map("env"), readiness=readiness, verify=verify,
-        interop=_interop(t), interop_kind=_interop_kind(t), services=services,
+        interop=_interop(t), interop_kind=_interop_kind(t), report_baseline=_report_baseline(t),
+        services=services,
         before_instance=_command(t, "before_instance", 120.0),
         after_load=_command(t, "after_load", 120.0), after_stop=_command(t, "after_stop", 120.0),
         python_requires=_python_requires(t), topology=topology, workloads=workloads,

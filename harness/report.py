@@ -345,8 +345,11 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
             wrows.sort(key=lambda r: (level_keys.index(r["level"]) if r["level"] in level_keys else 99,
                                       -(r["rps_median"] or 0)))
             table = []
+            base_lang = meta.get("baseline")
+            base = {r["level"]: r["rps_median"] for r in wrows if base_lang and r["language"] == base_lang}
             for r in wrows:
                 k = (name, w["name"], r["level"])
+                b = base.get(r["level"])
                 table.append({"r": r, "rank": rank_rps.get(k, {}).get(r["implementation"]),
                               "rps": _cell(r, "rps"), "p50": _cell(r, "p50_ms", 2), "p90": _cell(r, "p90_ms", 2),
                               "p99": _cell(r, "p99_ms", 2), "p999": _cell(r, "p999_ms", 2),
@@ -357,6 +360,7 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
                               "foreign": _cell(r, "foreign_cores", 3),
                               "ceil": _cell(r, "ceiling_pct", 0),
                               "errors": _cell(r, "errors", 0),
+                              "ratio": {"text": _fmt(r["rps_median"] / b, 2) if b and r["rps_median"] else "–"},
                               "verdicts": [v for v in vindex.get((name, r["implementation"], w["name"], r["level"]), [])
                                            if v["verdict"] in ("regressed", "improved")]})
             per_trial = [r for r in rows if r["scenario"] == name and r["workload"] == w["name"]]
@@ -372,7 +376,8 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
             other = {"metrics": [dict(decl[k], name=k) for k in shown],
                      "rows": [{"implementation": r["implementation"], "level": r["level"],
                                "cells": [_cell(r, k, 3) for k in shown]} for r in wrows]} if shown else None
-            workloads.append({"name": w["name"], "description": w.get("description", ""),
+            workloads.append({"baseline": base_lang if base else None,
+                              "name": w["name"], "description": w.get("description", ""),
                               "driver": w.get("driver"), "table": table, "charts": [c for c in charts if c],
                               "other": other, "steps": _step_table(data, name, w["name"]),
                               "ceiling": _ceiling_table(data, name, w["name"], wrows)})

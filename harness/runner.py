@@ -189,7 +189,8 @@ class Runner:
                                                    "description": w.description,
                                                    "faults": [f.to_json() for f in w.faults]}
                                                   for w in sc.workloads],
-                                    "topology": sc.topology.to_json() if sc.topology else None}
+                                    "topology": sc.topology.to_json() if sc.topology else None,
+                                    "baseline": sc.report_baseline}
                           for sc, _ in self.selection},
             "plan": [p.to_json() for p in plan],
             "environment": fingerprint(self.root, tools),
