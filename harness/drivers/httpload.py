@@ -138,6 +138,9 @@ class HttpLoad(Driver):
                 f"{k}: {v}" for k, v in (report.get("error_kinds") or {}).items()))
         window = t1 - t0
         notes = []
+        if report.get("delayed_by_cap"):
+            notes.append(f"{report['delayed_by_cap']} requests waited for a free connection (their latency "
+                         f"counts from their due time)")
         if report.get("reconnects"):
             notes.append(f"{report['reconnects']} reconnects")
         return LoadResult(
@@ -145,11 +148,13 @@ class HttpLoad(Driver):
             wall_s=window, count=count, ok_count=ok, errors=errors,
             rps=ok / window if window > 0 else 0.0,
             latency_ms={k: (lat.get(k) if ok else None) for k in ("p50", "p90", "p99", "p999", "max", "mean")},
+            latency_uncorrected_ms=report.get("latency_uncorrected_ms") if level.kind == "rate" else None,
             status_codes={str(k): int(v) for k, v in (report.get("status_codes") or {}).items()},
             error_kinds={str(k): int(v) for k, v in (report.get("error_kinds") or {}).items()},
             cut_off=int(report.get("cut_off") or 0), late=int(report.get("late") or 0),
             send_t0=t0 if t1 > t0 else None, send_t1=t1 if t1 > t0 else None, notes=notes,
-            extra={"reconnects": int(report.get("reconnects") or 0)},
+            extra={"reconnects": int(report.get("reconnects") or 0),
+                   "delayed_by_cap": int(report.get("delayed_by_cap") or 0)},
         )
 
     def reference(self, workload, scenario, *, host, port, workdir, threads) -> Reference:

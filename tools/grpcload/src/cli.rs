@@ -53,11 +53,11 @@ pub enum Parsed {
     Version,
 }
 
-fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
+pub(crate) fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
     v.trim().parse::<T>().map_err(|_| format!("{name}: invalid value {v:?}"))
 }
 
-fn seconds(name: &str, v: &str) -> Result<f64, String> {
+pub(crate) fn seconds(name: &str, v: &str) -> Result<f64, String> {
     // accept "5", "5.5", "5s", "500ms" (ghz habit)
     let t = v.trim();
     let (n, mul) = if let Some(x) = t.strip_suffix("ms") {

@@ -507,7 +507,7 @@ async fn call(ctx: &ThreadCtx, conn: &Rc<Conn>, cached: &mut Cached, idx: usize)
 /// worker's long-lived timer, whose deadline is never later than this
 /// call's: it is only re-armed when it fires, so most calls never touch the
 /// timer wheel.
-async fn with_deadline<F: Future>(timer: &mut Pin<Box<Sleep>>, imap: &InstantMap, deadline_ns: u64, fut: F) -> Option<F::Output> {
+pub(crate) async fn with_deadline<F: Future>(timer: &mut Pin<Box<Sleep>>, imap: &InstantMap, deadline_ns: u64, fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
@@ -567,12 +567,12 @@ async fn closed_worker(ctx: Rc<ThreadCtx>, conn_idx: usize) {
 
 /// A CLOCK_MONOTONIC timerfd registered with the runtime: wakes at an
 /// absolute time with microsecond precision.
-struct TimerFd {
+pub(crate) struct TimerFd {
     fd: AsyncFd<OwnedFd>,
 }
 
 impl TimerFd {
-    fn new() -> std::io::Result<TimerFd> {
+    pub(crate) fn new() -> std::io::Result<TimerFd> {
         // SAFETY: plain syscall; the returned fd is owned by OwnedFd below.
         let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
         if fd < 0 {
@@ -586,7 +586,7 @@ impl TimerFd {
         Ok(TimerFd { fd })
     }
 
-    async fn wait_until(&self, t_ns: u64) -> std::io::Result<()> {
+    pub(crate) async fn wait_until(&self, t_ns: u64) -> std::io::Result<()> {
         let spec = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec {

@@ -19,11 +19,11 @@ pub struct RunInfo<'a> {
     pub cpu_s: f64,
 }
 
-fn jstr(s: &str) -> String {
+pub(crate) fn jstr(s: &str) -> String {
     serde_json::to_string(s).expect("string to JSON")
 }
 
-fn jf(x: f64) -> String {
+pub(crate) fn jf(x: f64) -> String {
     if x.is_finite() {
         // serde_json prints floats so that they read back exactly
         serde_json::to_string(&x).expect("float to JSON")
@@ -32,7 +32,7 @@ fn jf(x: f64) -> String {
     }
 }
 
-fn latency(h: &Histogram<u64>) -> String {
+pub(crate) fn latency(h: &Histogram<u64>) -> String {
     if h.is_empty() {
         return "null".into();
     }
