@@ -360,7 +360,8 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
                               "foreign": _cell(r, "foreign_cores", 3),
                               "ceil": _cell(r, "ceiling_pct", 0),
                               "errors": _cell(r, "errors", 0),
-                              "ratio": {"text": _fmt(r["rps_median"] / b, 2) if b and r["rps_median"] else "–"},
+                              "ratio": {"text": _fmt(r["rps_median"] / b, 2) if b and r["rps_median"] else "–",
+                                        "ci": "", "unstable": False, "cv": ""},
                               "verdicts": [v for v in vindex.get((name, r["implementation"], w["name"], r["level"]), [])
                                            if v["verdict"] in ("regressed", "improved")]})
             per_trial = [r for r in rows if r["scenario"] == name and r["workload"] == w["name"]]

@@ -99,6 +99,7 @@ def test_report_shows_the_reader_matrix_and_disk(bh_run):
     assert run_cli("report", str(out), "-o", str(html)).returncode == 0
     text = html.read_text()
     assert "reader ↓ / files of →" in text and "disk_mb_s" in text and "lz4_ratio" in text
+    assert "× go" in text and "1.00" in text          # throughput relative to Go's ([report] baseline)
 
 
 def _free_port() -> int:
