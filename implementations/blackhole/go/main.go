@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -146,6 +147,21 @@ func main() {
 		port = "8080"
 	}
 
+	// BLACKHOLE_CPUPROFILE=path: write a CPU profile (runtime/pprof) of the
+	// whole run, stopped at SIGTERM/SIGINT. Off by default; for profiling.
+	var profile *os.File
+	if path := os.Getenv("BLACKHOLE_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			slog.Error("cpu profile", "path", path, "err", err)
+			os.Exit(2)
+		}
+		profile = f
+	}
+
 	start := time.Now()
 	pid := os.Getpid()
 	initIDs(start.UnixMilli(), pid)
@@ -196,6 +212,10 @@ func main() {
 	select {
 	case got := <-sig:
 		slog.Info("shutting down", "signal", got.String())
+		if profile != nil {
+			pprof.StopCPUProfile()
+			profile.Close()
+		}
 	case err := <-serveErr:
 		slog.Error("server stopped", "err", err)
 		os.Exit(1)
