@@ -36,7 +36,20 @@ GHZ = ROOT / "tools" / "bin" / "ghz"
 
 # ------------------------------------------------------------------ arithmetic, no daemon
 
-def test_memory_is_usage_minus_inactive_file_as_docker_cli():
+def test_memory_is_anonymous_plus_mapped_files_not_the_page_cache():
+    # cgroup v1: hierarchical anonymous + mapped file; the cache of written files is left out
+    v1 = {"total_rss": 40_000, "total_mapped_file": 5_000, "total_cache": 900_000,
+          "total_inactive_file": 30_000, "rss": 1, "mapped_file": 1}
+    assert memory_usage(1_000_000, v1) == 45_000
+    # cgroup v2
+    assert memory_usage(1_000_000, {"anon": 30_000, "file_mapped": 2_000, "file": 900_000,
+                                    "inactive_file": 40_000}) == 32_000
+    stats = {"memory_stats": {"usage": 9_000_000, "stats": {"total_rss": 3_000_000, "total_mapped_file": 1,
+                                                            "total_inactive_file": 1_000_000}}}
+    assert stats_memory(stats) == 3_000_001
+
+
+def test_memory_without_those_counters_is_usage_minus_inactive_file_as_docker_cli():
     # cgroup v1: total_inactive_file
     assert memory_usage(100_000, {"total_inactive_file": 30_000, "inactive_file": 1}) == 70_000
     # cgroup v2: inactive_file
@@ -68,18 +81,19 @@ def test_cgroup_files_v1_and_v2(tmp_path):
     v1.mkdir()
     (v1 / "cpuacct.usage").write_text("2500000000\n")
     (v1 / "memory.usage_in_bytes").write_text("50000000\n")
-    (v1 / "memory.stat").write_text("cache 1\ninactive_file 7\ntotal_inactive_file 10000000\n")
+    (v1 / "memory.stat").write_text("cache 1\ninactive_file 7\ntotal_inactive_file 10000000\n"
+                                    "total_rss 25000000\ntotal_mapped_file 10000000\n")
     cg = CgroupFiles(1, v1 / "cpuacct.usage", v1 / "memory.usage_in_bytes", v1 / "memory.stat")
     assert cg.cpu_seconds() == 2.5
-    assert cg.memory_bytes() == 40_000_000
+    assert cg.memory_bytes() == 35_000_000          # anonymous + mapped, not usage - inactive file (40 MB)
     v2 = tmp_path / "v2"
     v2.mkdir()
     (v2 / "cpu.stat").write_text("usage_usec 1250000\nuser_usec 1000000\nsystem_usec 250000\n")
     (v2 / "memory.current").write_text("30000000\n")
-    (v2 / "memory.stat").write_text("anon 1\ninactive_file 5000000\n")
+    (v2 / "memory.stat").write_text("anon 18000000\nfile_mapped 5000000\ninactive_file 5000000\n")
     cg2 = CgroupFiles(2, v2 / "cpu.stat", v2 / "memory.current", v2 / "memory.stat")
     assert cg2.cpu_seconds() == 1.25
-    assert cg2.memory_bytes() == 25_000_000
+    assert cg2.memory_bytes() == 23_000_000
     # a container that has exited: its files are gone
     shutil.rmtree(v2)
     with pytest.raises(OSError):
@@ -367,7 +381,7 @@ def _agreement(h, container, seconds: float = 8.0) -> dict:
     (20 Hz samples, interpolated) between the same instants; (2) each of `docker stats`' own readings (stats with precpu_stats,
     the daemon's ~1 s interval, from `preread` to `read`) against the
     harness's 20 Hz samples over exactly that interval, summed over the
-    readings. Memory: usage minus inactive file, paired readings."""
+    readings. Memory: the same definition on both sides (memory_usage over the cgroup files and over the stats API's memory_stats), paired readings."""
     def one_shot():
         return container.stats(stream=False, one_shot=True)
 

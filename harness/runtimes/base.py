@@ -55,7 +55,7 @@ class ServerHandle(abc.ABC):
 
     @abc.abstractmethod
     def memory_bytes(self) -> int:
-        """Memory now: resident set (process) or usage minus inactive file (container)."""
+        """Memory now: PSS of the process tree (process) or the cgroup's anonymous memory plus mapped files (container)."""
 
     def throttling(self) -> dict | None:
         """Cumulative CFS counters of the server's cgroup: nr_periods,

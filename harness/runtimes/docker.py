@@ -12,11 +12,15 @@
   folder is mounted read-only at the same absolute path, so scenario env
   values such as `{scenario_dir}/data/notes.json` mean the same file inside.
 - CPU: the container cgroup's cumulative usage counter, read from the cgroup
-  file directly (v1 cpuacct.usage, v2 cpu.stat usage_usec); memory: usage
-  minus inactive file, exactly as `docker stats` computes it (v1
-  memory.usage_in_bytes - total_inactive_file, v2 memory.current -
-  inactive_file). Reading the files gives any sampling rate; where they
-  cannot be read (remote daemon, rootless) the stats API is used instead.
+  file directly (v1 cpuacct.usage, v2 cpu.stat usage_usec); memory: the
+  cgroup's anonymous memory plus its mapped files (v1 total_rss +
+  total_mapped_file, v2 anon + file_mapped), what the processes hold, like
+  the process runtime's PSS. Not `docker stats`' usage minus inactive file:
+  that counts the page cache of files the server wrote lately, so a server
+  that records to disk (blackhole) was charged about as much again for its
+  recordings. Where those counters are missing, usage minus inactive file.
+  Reading the files gives any sampling rate; where they cannot be read
+  (remote daemon, rootless) the stats API is used instead.
 - Cleanup: every container is removed when stopped; containers of a killed
   run (another `langbench.run` label) are removed by the next run; an atexit
   hook removes any container of this process that is still there.
@@ -49,10 +53,17 @@ BASE_ENV = "LANGBENCH_BASE_IMAGE_"       # + implementation name in upper case: 
 # ------------------------------------------------------------------ arithmetic (as the docker CLI does it)
 
 def memory_usage(usage: int, stat: dict[str, int]) -> int:
-    """Usage minus inactive file cache: `docker stats`' MEM USAGE.
+    """The container's memory: anonymous memory plus mapped files (cgroup v1
+    total_rss + total_mapped_file, hierarchical; v2 anon + file_mapped).
 
-    cgroup v1 reports total_inactive_file (hierarchical), v2 inactive_file;
-    the subtraction is skipped when it would not leave a positive figure."""
+    Page cache that no process maps (files the server wrote or read) is left
+    out. Without those counters: usage minus inactive file cache, `docker
+    stats`' MEM USAGE (v1 total_inactive_file, v2 inactive_file; skipped when
+    it would not leave a positive figure)."""
+    if "total_rss" in stat and "total_mapped_file" in stat:
+        return stat["total_rss"] + stat["total_mapped_file"]
+    if "anon" in stat and "file_mapped" in stat:
+        return stat["anon"] + stat["file_mapped"]
     v = stat.get("total_inactive_file")
     if v is not None and v < usage:
         return usage - v
@@ -359,7 +370,8 @@ class DockerHandle(ServerHandle):
              "network_mode": "host", "scenario_mount": f"{self.spec.scenario.dir} (read-only, same path)",
              "mounts": {p: f"{m}, same path" for p, m in self.spec.mounts.items()},
              "cpu_accounting": "cgroup file (cumulative usage)" if self.cgroup else "stats API total_usage",
-             "memory_accounting": "usage minus inactive file (as docker stats)"
+             "memory_accounting": "anonymous + mapped file (v1 total_rss + total_mapped_file, v2 anon + "
+                                  "file_mapped; not the page cache of written files)"
                                   + (", cgroup files" if self.cgroup else ", stats API")}
         if self.cgroup is not None:
             d.update(self.cgroup.describe())
@@ -573,7 +585,8 @@ class DockerRuntime(Runtime):
              "cpu_quota_mechanism": "cpu_period + cpu_quota (CFS quota over the profile's period)",
              "cpu_accounting": "the container cgroup's cumulative usage counter, read from the cgroup file "
                                "(stats API where the file cannot be read)",
-             "memory": "usage minus inactive file, as docker stats computes it",
+             "memory": "anonymous memory + mapped files of the container's cgroup (not docker stats' usage "
+                       "minus inactive file, which counts the page cache of files it wrote)",
              "scenario_files": "the scenario folder mounted read-only at the same path",
              "privileges": "none: all capabilities dropped, no-new-privileges"}
         try:
