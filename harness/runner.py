@@ -3,6 +3,7 @@ plan item one server run (phases.py: before, start, ready, verify, interop,
 idle, load, stop, after-stop) -> services down -> store."""
 from __future__ import annotations
 
+import json
 import random
 import signal
 import sys
@@ -292,7 +293,16 @@ class Runner:
         """Each workload's driver against its reference null server (calibrate.py)."""
         from .calibrate import calibrate_workload, describe, estimate_s  # noqa: PLC0415
         store = self.store.data.setdefault("ceilings", {}).setdefault(sc.name, {})
+        done: dict[str, str] = {}       # driver and params -> the workload measured with them
         for w in sc.workloads:
+            same = done.get(key := json.dumps([w.driver, w.params], sort_keys=True, default=str))
+            if same is not None:
+                # the same tool sending the same requests to the same null
+                # server: one ceiling, not two noisy measurements of it
+                store[w.name] = {**store[same], "same_as": same}
+                self.progress(f"{sc.name} {w.name}: same tool and requests as {same}: its ceiling applies")
+                continue
+            done[key] = w.name
             self.progress(f"{sc.name} {w.name}: measuring the ceiling of {w.driver} against its reference "
                           f"null server")
             try:

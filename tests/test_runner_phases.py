@@ -587,3 +587,26 @@ def test_calibration_records_ceilings_and_flags_client_limited_levels(harness_en
     assert "no reference server" in data["ceilings"]["fake"]["w"]["error"]
     assert not any(x["client_limited"] for x in flat_rows(data))
     assert all(x["ok"] for x in flat_rows(data))
+
+
+def test_workloads_with_the_same_tool_and_requests_share_one_ceiling(harness_env):
+    """Two workloads sending the same requests with the same driver (blackhole's
+    record and discard differ only in the server's environment) are
+    calibrated once; the second refers to the first."""
+    from dataclasses import replace
+    rt, drivers, tmp = harness_env
+    drivers["fake"].reference_factor = 1.5
+    sc = _scenario(tmp, after_stop=False)
+    sc.services.clear()
+    w = sc.workloads[0]
+    sc = replace(sc, workloads=[w, replace(w, name="w2", server_env={"MODE": "other"})])
+    r = _runner(tmp, rt, sc, [_impl(tmp, "a")])
+    r.run()
+    data = load(tmp / "out")
+    cal = data["ceilings"]["fake"]
+    assert cal["w2"]["same_as"] == "w" and "same_as" not in cal["w"]
+    assert cal["w2"]["max_rps"] == cal["w"]["max_rps"] and cal["w2"]["levels"] == cal["w"]["levels"]
+    # and the second workload ran on a server of its own, with its environment
+    modes = {i["mode"]: i for i in data["instances"]}
+    assert set(modes) == {"", "modeother"} and modes["modeother"]["env"]["MODE"] == "other"
+    assert modes["modeother"]["workloads"] == ["w2"] and modes[""]["workloads"] == ["w"]
