@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ use tokio::task::LocalSet;
 use crate::cli::{num, seconds};
 use crate::clock::{mono_ns, ns_to_s, InstantMap};
 use crate::http::{parse_head, BodyKind, BodyMode, BodyReader, RequestSpec, BAD, MAX_HEAD};
-use crate::load::{with_deadline, TimerFd};
+use crate::load::{run_threads, with_deadline, StartLine, TimerFd};
 use crate::report::{jf, jstr, latency};
 use crate::schedule::{split_even, ThreadSchedule};
 use crate::stats::Stats;
@@ -40,8 +40,6 @@ const RECONNECT_BACKOFF_NS: u64 = 100_000_000;
 /// Requests ending within this grace after the drain deadline still count
 /// (so one timing out exactly at the end is a timeout, not cut off).
 const DRAIN_GRACE_NS: u64 = 50_000_000;
-/// Open loop: t0 lies this far ahead so every thread waits for the first request.
-const OPEN_LOOP_LEAD_NS: u64 = 2_000_000;
 /// Open loop: a request sent more than this after its due time is `late`.
 const LATE_NS: u64 = 1_000_000;
 /// Read buffer per connection (a response head must fit in MAX_HEAD).
@@ -676,13 +674,6 @@ async fn open_conn(ctx: Rc<Ctx>, mut conn: Conn) {
 // ---------------------------------------------------------------------------
 // Threads
 
-struct StartLine {
-    barrier: Barrier,
-    connected: AtomicUsize,
-    first_error: Mutex<Option<String>>,
-    /// t0 in CLOCK_MONOTONIC ns; 0 = abort.
-    t0: AtomicU64,
-}
 
 fn thread_main(plan: Arc<HttpPlan>, k: usize, start: Arc<StartLine>) -> HttpStats {
     let open = plan.open_loop();
@@ -798,43 +789,10 @@ fn thread_main(plan: Arc<HttpPlan>, k: usize, start: Arc<StartLine>) -> HttpStat
 /// Runs the load and returns the merged statistics. Err if no connection
 /// at all could be made at start-up.
 pub fn run(plan: Arc<HttpPlan>) -> Result<HttpStats, String> {
-    let threads = plan.cfg.threads;
-    let start = Arc::new(StartLine {
-        barrier: Barrier::new(threads + 1),
-        connected: AtomicUsize::new(0),
-        first_error: Mutex::new(None),
-        t0: AtomicU64::new(0),
-    });
-    let mut handles = Vec::with_capacity(threads);
-    for k in 0..threads {
-        let plan = Arc::clone(&plan);
-        let start = Arc::clone(&start);
-        let h = std::thread::Builder::new()
-            .name(format!("httpload-{k}"))
-            .spawn(move || thread_main(plan, k, start))
-            .map_err(|e| format!("cannot start thread: {e}"))?;
-        handles.push(h);
-    }
-    start.barrier.wait();
-    let connected = start.connected.load(Ordering::SeqCst);
-    if connected > 0 {
-        let lead = if plan.open_loop() { OPEN_LOOP_LEAD_NS } else { 0 };
-        start.t0.store(mono_ns() + lead, Ordering::SeqCst);
-    }
-    start.barrier.wait();
-    let mut merged: Option<HttpStats> = None;
-    for h in handles {
-        let s = h.join().map_err(|_| "a load thread panicked".to_string())?;
-        match merged.as_mut() {
-            None => merged = Some(s),
-            Some(m) => m.merge(s),
-        }
-    }
-    if connected == 0 {
-        let why = start.first_error.lock().unwrap().take().unwrap_or_else(|| "unknown error".into());
-        return Err(format!("cannot connect to {} ({}): {why}", plan.cfg.target, plan.addr));
-    }
-    Ok(merged.expect("at least one thread"))
+    let (threads, open) = (plan.cfg.threads, plan.open_loop());
+    let p = Arc::clone(&plan);
+    run_threads("httpload", threads, open, move |k, start| thread_main(Arc::clone(&p), k, start), |m, s| m.merge(s))
+        .map_err(|why| format!("cannot connect to {} ({}): {why}", plan.cfg.target, plan.addr))
 }
 
 // ---------------------------------------------------------------------------

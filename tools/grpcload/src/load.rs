@@ -699,13 +699,65 @@ async fn open_worker(ctx: Rc<ThreadCtx>) {
 // ---------------------------------------------------------------------------
 // Threads
 
-/// Shared between the main thread and the load threads for start-up.
-struct StartLine {
-    barrier: Barrier,
-    connected: AtomicUsize,
-    first_error: Mutex<Option<String>>,
+/// Shared between the main thread and the load threads for start-up (grpcload
+/// and httpload): each thread connects its slots, counts them in `connected`,
+/// waits at the barrier; the main thread sets `t0` (0 = abort) and releases
+/// them at the barrier's second round.
+pub(crate) struct StartLine {
+    pub(crate) barrier: Barrier,
+    pub(crate) connected: AtomicUsize,
+    pub(crate) first_error: Mutex<Option<String>>,
     /// t0 in CLOCK_MONOTONIC ns; 0 = abort.
-    t0: AtomicU64,
+    pub(crate) t0: AtomicU64,
+}
+
+/// Starts `threads` load threads (`body(k, start)`), sets the common start
+/// time once they have connected (open loop: a little ahead, so the first
+/// calls are not already late), and merges their results. Err with the first
+/// connection error when no connection at all could be made.
+pub(crate) fn run_threads<S: Send + 'static>(
+    name: &str,
+    threads: usize,
+    open_loop: bool,
+    body: impl Fn(usize, Arc<StartLine>) -> S + Send + Sync + 'static,
+    merge: impl Fn(&mut S, S),
+) -> Result<S, String> {
+    let start = Arc::new(StartLine {
+        barrier: Barrier::new(threads + 1),
+        connected: AtomicUsize::new(0),
+        first_error: Mutex::new(None),
+        t0: AtomicU64::new(0),
+    });
+    let body = Arc::new(body);
+    let mut handles = Vec::with_capacity(threads);
+    for k in 0..threads {
+        let start = Arc::clone(&start);
+        let body = Arc::clone(&body);
+        let h = std::thread::Builder::new()
+            .name(format!("{name}-{k}"))
+            .spawn(move || body(k, start))
+            .map_err(|e| format!("cannot start thread: {e}"))?;
+        handles.push(h);
+    }
+    start.barrier.wait();
+    let connected = start.connected.load(Ordering::SeqCst);
+    if connected > 0 {
+        let lead = if open_loop { OPEN_LOOP_LEAD_NS } else { 0 };
+        start.t0.store(mono_ns() + lead, Ordering::SeqCst);
+    }
+    start.barrier.wait();
+    let mut merged: Option<S> = None;
+    for h in handles {
+        let s = h.join().map_err(|_| "a load thread panicked".to_string())?;
+        match merged.as_mut() {
+            None => merged = Some(s),
+            Some(m) => merge(m, s),
+        }
+    }
+    if connected == 0 {
+        return Err(start.first_error.lock().unwrap().take().unwrap_or_else(|| "unknown error".into()));
+    }
+    Ok(merged.expect("at least one thread"))
 }
 
 fn thread_main(plan: Arc<Plan>, k: usize, start: Arc<StartLine>) -> Stats {
@@ -823,41 +875,8 @@ fn thread_main(plan: Arc<Plan>, k: usize, start: Arc<StartLine>) -> Stats {
 /// Runs the load and returns the merged statistics. Err if no connection
 /// could be made at start-up.
 pub fn run(plan: Arc<Plan>) -> Result<Stats, String> {
-    let threads = plan.threads;
-    let start = Arc::new(StartLine {
-        barrier: Barrier::new(threads + 1),
-        connected: AtomicUsize::new(0),
-        first_error: Mutex::new(None),
-        t0: AtomicU64::new(0),
-    });
-    let mut handles = Vec::with_capacity(threads);
-    for k in 0..threads {
-        let plan = Arc::clone(&plan);
-        let start = Arc::clone(&start);
-        let h = std::thread::Builder::new()
-            .name(format!("grpcload-{k}"))
-            .spawn(move || thread_main(plan, k, start))
-            .map_err(|e| format!("cannot start thread: {e}"))?;
-        handles.push(h);
-    }
-    start.barrier.wait();
-    let connected = start.connected.load(Ordering::SeqCst);
-    if connected > 0 {
-        let lead = if plan.open_loop() { OPEN_LOOP_LEAD_NS } else { 0 };
-        start.t0.store(mono_ns() + lead, Ordering::SeqCst);
-    }
-    start.barrier.wait();
-    let mut merged: Option<Stats> = None;
-    for h in handles {
-        let s = h.join().map_err(|_| "a load thread panicked".to_string())?;
-        match merged.as_mut() {
-            None => merged = Some(s),
-            Some(m) => m.merge(s),
-        }
-    }
-    if connected == 0 {
-        let why = start.first_error.lock().unwrap().take().unwrap_or_else(|| "unknown error".into());
-        return Err(format!("cannot connect to {} ({}): {why}", plan.target, plan.addr));
-    }
-    Ok(merged.expect("at least one thread"))
+    let (threads, open) = (plan.threads, plan.open_loop());
+    let p = Arc::clone(&plan);
+    run_threads("grpcload", threads, open, move |k, start| thread_main(Arc::clone(&p), k, start), |m, s| m.merge(s))
+        .map_err(|why| format!("cannot connect to {} ({}): {why}", plan.target, plan.addr))
 }
