@@ -391,69 +391,56 @@ class Runner:
     # ------------------------------------------------------------------ interop
     def _interop_column(self, sc: Scenario, server: Implementation, port: int) -> None:
         """Every built client of the scenario against this server."""
-        cells = self.store.data["interop"].setdefault(sc.name, [])
-        for _, impls in self.selection:
-            for client in impls:
-                if client.scenario != sc.name:
-                    continue
-                if client.client is None:
-                    cells.append({"client": client.language, "server": server.language, "ok": False,
-                                  "detail": "implementation ships no client"})
-                    continue
-                if not self.builds.get(client.id) or not self.builds[client.id].ok:
-                    cells.append({"client": client.language, "server": server.language, "ok": False,
-                                  "detail": "client not built"})
-                    continue
-                ph = self.placeholders(client, port)
-                v = run_verdict([expand(a, ph) for a in client.client], client.dir, sc.interop.timeout_s,
-                                cpus=self.layout.client,
-                                env={"LANGBENCH_CPUS": str(len(self.layout.client))})
-                cells.append({"client": client.language, "server": server.language, "ok": v.ok,
-                              "detail": v.detail, "client_impl": client.name, "server_impl": server.name})
-        self.store.set_interop(sc.name, cells)
-        mine = [c for c in cells if c["server"] == server.language]
-        self.progress(f"{server.id}: interop {sum(c['ok'] for c in mine)}/{len(mine)} clients ok")
+        def cell(client: Implementation) -> tuple[bool, str]:
+            v = self._run_client(sc, client, self.placeholders(client, port))
+            return v.ok, v.detail
+        self._interop_cells(sc, server, cell, {}, "clients ok")
 
     def _interop_files_column(self, sc: Scenario, server: Implementation, folder: Path) -> None:
         """Every built reader of the scenario on this server's files, each
         compared with the scenario's reference reader (interop kind "files")."""
-        cells = self.store.data["interop"].setdefault(sc.name, [])
         ph = {**self.placeholders(server), "interop_dir": str(folder)}
         ref = run_verdict([expand(a, ph) for a in sc.interop.command], sc.dir, sc.interop.timeout_s,
                           cpus=self.layout.client)
         ref_line = ref.data or {}
+
+        def cell(client: Implementation) -> tuple[bool, str]:
+            if not ref.ok:
+                return False, f"the reference reader failed: {ref.detail}"
+            v = self._run_client(sc, client, {**self.placeholders(client), "interop_dir": str(folder)})
+            got = v.data or {}
+            differ = [k for k in FILES_INTEROP_KEYS if got.get(k) != ref_line.get(k)]
+            if not v.ok:
+                return False, v.detail if not got.get("error") else f"reader error: {got['error']}"
+            if differ:
+                return False, "; ".join(f"{k}: {got.get(k)!r}, reference {ref_line.get(k)!r}" for k in differ)[:500]
+            return True, f"{got.get('records')} records in {got.get('files')} files, digest equal"
+        self._interop_cells(sc, server, cell, {"kind": "files"}, "readers agree with the reference on its files")
+
+    def _run_client(self, sc: Scenario, client: Implementation, placeholders: dict):
+        return run_verdict([expand(a, placeholders) for a in client.client], client.dir, sc.interop.timeout_s,
+                           cpus=self.layout.client, env={"LANGBENCH_CPUS": str(len(self.layout.client))})
+
+    def _interop_cells(self, sc: Scenario, server: Implementation, cell, extra: dict, what: str) -> None:
+        """One cell per implementation of the scenario as client of `server`:
+        `cell(client)` -> (ok, detail) for the built ones."""
+        cells = self.store.data["interop"].setdefault(sc.name, [])
         for _, impls in self.selection:
             for client in impls:
                 if client.scenario != sc.name:
                     continue
-                cell = {"client": client.language, "server": server.language, "ok": False, "kind": "files",
+                base = {"client": client.language, "server": server.language, **extra,
                         "client_impl": client.name, "server_impl": server.name}
                 if client.client is None:
-                    cells.append({**cell, "detail": "implementation ships no reader"})
-                    continue
-                if not self.builds.get(client.id) or not self.builds[client.id].ok:
-                    cells.append({**cell, "detail": "reader not built"})
-                    continue
-                if not ref.ok:
-                    cells.append({**cell, "detail": f"the reference reader failed: {ref.detail}"})
-                    continue
-                cph = {**self.placeholders(client), "interop_dir": str(folder)}
-                v = run_verdict([expand(a, cph) for a in client.client], client.dir, sc.interop.timeout_s,
-                                cpus=self.layout.client,
-                                env={"LANGBENCH_CPUS": str(len(self.layout.client))})
-                got = v.data or {}
-                differ = [k for k in FILES_INTEROP_KEYS if got.get(k) != ref_line.get(k)]
-                if not v.ok:
-                    detail = v.detail if not got.get("error") else f"reader error: {got['error']}"
-                elif differ:
-                    detail = "; ".join(f"{k}: {got.get(k)!r}, reference {ref_line.get(k)!r}" for k in differ)[:500]
+                    ok, detail = False, "implementation ships no client"
+                elif not self.builds.get(client.id) or not self.builds[client.id].ok:
+                    ok, detail = False, "client not built"
                 else:
-                    detail = f"{got.get('records')} records in {got.get('files')} files, digest equal"
-                cells.append({**cell, "ok": v.ok and not differ, "detail": detail})
+                    ok, detail = cell(client)
+                cells.append({**base, "ok": ok, "detail": detail})
         self.store.set_interop(sc.name, cells)
         mine = [c for c in cells if c["server"] == server.language]
-        self.progress(f"{server.id}: interop {sum(c['ok'] for c in mine)}/{len(mine)} readers agree "
-                      f"with the reference on its files")
+        self.progress(f"{server.id}: interop {sum(c['ok'] for c in mine)}/{len(mine)} {what}")
 
     def interop_only(self) -> list[dict]:
         """Build, start each server once, run every client against it (no load)."""

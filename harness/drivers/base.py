@@ -206,6 +206,32 @@ class Param:
     min: float | None = None      # for numbers
 
 
+def run_json_tool(name: str, make_argv, cpus: list[int], timeout_s: float, raw_path: Path | None,
+                  on_start=None) -> tuple[dict, "ToolRun", str | None]:
+    """Run a tool that writes its JSON result to a file (`make_argv(out_file)`
+    gives its command line): the report, the run, and the raw file kept (None
+    when no raw_path was asked for: a temporary file, removed)."""
+    import json
+    import tempfile
+    tmp = None
+    if raw_path is None:
+        tmp = tempfile.NamedTemporaryFile(suffix=".json", delete=False)
+        tmp.close()
+        raw_path = Path(tmp.name)
+    try:
+        run = run_pinned(make_argv(raw_path), cpus, timeout_s=timeout_s, on_start=on_start)
+        if run.returncode != 0 or not raw_path.exists() or raw_path.stat().st_size == 0:
+            raise ToolError(f"{name} exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
+        try:
+            report = json.loads(raw_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ToolError(f"{name} wrote invalid JSON to {raw_path}: {exc}") from None
+    finally:
+        if tmp:
+            raw_path.unlink(missing_ok=True)
+    return report, run, None if tmp else str(raw_path)
+
+
 @dataclass
 class Reference:
     """A reference null server: the fastest possible answer of a workload's

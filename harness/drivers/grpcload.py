@@ -26,14 +26,13 @@ afterwards); the latency from the actual send is kept too.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError, ToolError
 from ..manifest import Level, Scenario, Workload
-from .base import LOAD_METRICS, Driver, LoadResult, Metric, Param, Reference, find_tool, run_pinned
+from .base import LOAD_METRICS, Driver, LoadResult, Metric, Param, Reference, find_tool, run_json_tool
 
 OPEN_LOOP_MAX_IN_FLIGHT = 4096
 DEFAULT_CONNECTIONS = 8
@@ -114,27 +113,11 @@ class GrpcLoad(Driver):
         return argv
 
     def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None) -> LoadResult:
-        import tempfile
-        tmp = None
-        if raw_path is None:
-            tmp = tempfile.NamedTemporaryFile(suffix=".json", delete=False)
-            tmp.close()
-            raw_path = Path(tmp.name)
-        argv = self.command(target=target, scenario=scenario, workload=workload, level=level,
-                            duration_s=duration_s, cpus=cpus, out_file=raw_path)
-        try:
-            run = run_pinned(argv, cpus, timeout_s=duration_s + 60, on_start=on_start)
-            if run.returncode != 0 or not raw_path.exists() or raw_path.stat().st_size == 0:
-                raise ToolError(f"grpcload exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
-            try:
-                report = json.loads(raw_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise ToolError(f"grpcload wrote invalid JSON to {raw_path}: {exc}") from None
-        finally:
-            if tmp:
-                raw_path.unlink(missing_ok=True)
-        return self.complete(self.parse(report, level), run, cpus, duration_s,
-                             None if tmp else str(raw_path), workload)
+        report, run, raw = run_json_tool(
+            "grpcload", lambda out: self.command(target=target, scenario=scenario, workload=workload, level=level,
+                                                 duration_s=duration_s, cpus=cpus, out_file=out),
+            cpus, duration_s + 60, raw_path, on_start)
+        return self.complete(self.parse(report, level), run, cpus, duration_s, raw, workload)
 
     @staticmethod
     def parse(report: dict, level: Level) -> LoadResult:

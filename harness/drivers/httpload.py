@@ -28,16 +28,14 @@ connections (the level's concurrency) and its latency counts from that time.
 """
 from __future__ import annotations
 
-import json
 import subprocess
-import tempfile
 import uuid
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ToolError
 from ..manifest import Level, Workload
-from .base import Driver, LoadResult, Param, Reference, find_tool, run_pinned
+from .base import Driver, LoadResult, Param, Reference, find_tool, run_json_tool
 from .wrk import DRIVER as WRK
 
 TIMEOUT_S = 10
@@ -100,27 +98,13 @@ class HttpLoad(Driver):
         return argv
 
     def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None) -> LoadResult:
-        tmp = None
-        if raw_path is None:
-            tmp = tempfile.NamedTemporaryFile(suffix=".json", delete=False)
-            tmp.close()
-            raw_path = Path(tmp.name)
         # the nonce is part of every request id: ids never repeat across levels
-        argv = self.command(target=target, workload=workload, level=level, duration_s=duration_s, cpus=cpus,
-                            out_file=raw_path, nonce=uuid.uuid4().hex[:12])
-        try:
-            run = run_pinned(argv, cpus, timeout_s=duration_s + TIMEOUT_S + 60, on_start=on_start)
-            if run.returncode != 0 or not raw_path.exists() or raw_path.stat().st_size == 0:
-                raise ToolError(f"httpload exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
-            try:
-                report = json.loads(raw_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise ToolError(f"httpload wrote invalid JSON to {raw_path}: {exc}") from None
-        finally:
-            if tmp:
-                raw_path.unlink(missing_ok=True)
-        return self.complete(self.parse(report, level), run, cpus, duration_s,
-                             None if tmp else str(raw_path), workload)
+        nonce = uuid.uuid4().hex[:12]
+        report, run, raw = run_json_tool(
+            "httpload", lambda out: self.command(target=target, workload=workload, level=level, duration_s=duration_s,
+                                                 cpus=cpus, out_file=out, nonce=nonce),
+            cpus, duration_s + TIMEOUT_S + 60, raw_path, on_start)
+        return self.complete(self.parse(report, level), run, cpus, duration_s, raw, workload)
 
     @staticmethod
     def parse(report: dict, level: Level) -> LoadResult:
