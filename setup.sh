@@ -5,7 +5,8 @@
 #     (the report's browser test), as root, when missing
 #   - the Python virtual environment .venv with the harness (pip install -e .[test])
 #   - the load tools into tools/bin: ghz from the Go module proxy; grpcload,
-#     grpc-null and httpload (tools/grpcload) from the Rust crate registry
+#     grpc-null, httpload, wsload and ws-null (tools/grpcload) from the Rust
+#     crate registry
 #   - the Docker engine (Debian's docker.io, as root, when no daemon answers)
 #     and the local base images of the docker runtime (langbench images)
 # Usage: ./setup.sh            (then .venv/bin/langbench ...)
@@ -63,15 +64,23 @@ if [ ! -x tools/bin/ghz ] || ! go version -m tools/bin/ghz 2>/dev/null | grep -q
   GOBIN="$PWD/tools/bin" GOFLAGS=-mod=mod go install "github.com/bojand/ghz/cmd/ghz@${GHZ_VERSION}"
 fi
 # grpcload (langbench's gRPC load generator), grpc-null (its reference null
-# server) and httpload (the HTTP/1.1 one), from tools/grpcload and its
+# server), httpload (the HTTP/1.1 one), wsload (the WebSocket one) and
+# ws-null (its reference echo server), from tools/grpcload and its
 # Cargo.lock; rebuilt when a source file is newer than an installed binary
-if [ ! -x tools/bin/grpcload ] || [ ! -x tools/bin/grpc-null ] || [ ! -x tools/bin/httpload ] \
-   || [ -n "$(find tools/grpcload/src tools/grpcload/Cargo.toml tools/grpcload/Cargo.lock -newer tools/bin/grpcload 2>/dev/null | head -1)" ] \
-   || [ -n "$(find tools/grpcload/src tools/grpcload/Cargo.toml tools/grpcload/Cargo.lock -newer tools/bin/httpload 2>/dev/null | head -1)" ]; then
-  log "building grpcload, grpc-null and httpload (tools/grpcload) from the Rust crate registry"
+GRPCLOAD_BINS="grpcload grpc-null httpload wsload ws-null"
+rebuild=0
+for b in $GRPCLOAD_BINS; do
+  if [ ! -x "tools/bin/$b" ] \
+     || [ -n "$(find tools/grpcload/src tools/grpcload/Cargo.toml tools/grpcload/Cargo.lock -newer "tools/bin/$b" 2>/dev/null | head -1)" ]; then
+    rebuild=1
+  fi
+done
+if [ "$rebuild" = 1 ]; then
+  log "building $GRPCLOAD_BINS (tools/grpcload) from the Rust crate registry"
   cargo build -q --release --locked --manifest-path tools/grpcload/Cargo.toml
-  install -m 0755 tools/grpcload/target/release/grpcload tools/grpcload/target/release/grpc-null \
-    tools/grpcload/target/release/httpload tools/bin/
+  for b in $GRPCLOAD_BINS; do
+    install -m 0755 "tools/grpcload/target/release/$b" tools/bin/
+  done
 fi
 # ---------------------------------------------------------------- Docker engine and base images
 # The docker runtime needs a Docker daemon and the local base images. Where no
@@ -96,7 +105,16 @@ elif [ "$(id -u)" -eq 0 ] && [ -r /etc/debian_version ] && command -v apt-get >/
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${docker_missing[@]}" >/dev/null
   fi
   log "starting the Docker daemon: dockerd in the background, log in ${DOCKERD_LOG}"
-  setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 < /dev/null &
+  # The daemon outlives this script: it must not keep any descriptor this
+  # script inherited (a lock held by whoever ran setup.sh, a pipe a caller
+  # waits on), so every descriptor above 2 is closed before it starts.
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      n=${fd##*/}
+      if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-"; fi
+    done
+    exec setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 < /dev/null
+  ) &
   for _ in $(seq 1 60); do docker_answers && break; sleep 1; done
   if docker_answers; then
     log "Docker daemon is up"
@@ -117,4 +135,4 @@ if [ "${LANGBENCH_NO_DOCKER:-}" != "1" ] && docker_answers; then
   log "base images: $(.venv/bin/python -c "from harness import images; print(', '.join(f\"{d['tag']} {d['size_mb']} MB\" for d in images.describe(images.client()) if d['present']))")"
 fi
 
-log "ready: $(.venv/bin/langbench --version), ghz $(go version -m tools/bin/ghz | awk '$1=="mod"{print $3}'), $(tools/bin/grpcload --version), $(tools/bin/httpload --version), nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||')"
+log "ready: $(.venv/bin/langbench --version), ghz $(go version -m tools/bin/ghz | awk '$1=="mod"{print $3}'), $(tools/bin/grpcload --version), $(tools/bin/httpload --version), $(tools/bin/wsload --version), nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||')"

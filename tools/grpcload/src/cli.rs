@@ -242,3 +242,16 @@ mod tests {
         assert!(p("--target h:1 --proto a --call p.S.M --data {} --rate 0").is_err());
     }
 }
+
+/// The address of `host:port`: its first IPv4 address, else its first.
+pub(crate) fn resolve_target(target: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> =
+        target.to_socket_addrs().map_err(|e| format!("bad --target {target:?}: {e}"))?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("--target {target:?} resolves to no address"))
+}

@@ -233,17 +233,7 @@ pub struct HttpPlan {
 
 impl HttpPlan {
     pub fn new(cfg: HttpConfig) -> Result<HttpPlan, String> {
-        use std::net::ToSocketAddrs;
-        let addrs: Vec<SocketAddr> = cfg
-            .target
-            .to_socket_addrs()
-            .map_err(|e| format!("bad --target {:?}: {e}", cfg.target))?
-            .collect();
-        let addr = *addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(addrs.first())
-            .ok_or_else(|| format!("--target {:?} resolves to no address", cfg.target))?;
+        let addr = crate::cli::resolve_target(&cfg.target)?;
         let spec = RequestSpec::new(
             &cfg.method,
             &cfg.path,

@@ -100,3 +100,17 @@ pub fn to_json(info: &RunInfo, s: &Stats) -> String {
     o.push('}');
     o
 }
+
+/// Writes a tool's result JSON (with a final newline) to `out`, or to stdout.
+pub fn write_result(out: Option<&std::path::Path>, json: &str) -> Result<(), String> {
+    let mut text = String::with_capacity(json.len() + 1);
+    text.push_str(json);
+    text.push('\n');
+    match out {
+        Some(path) => std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}

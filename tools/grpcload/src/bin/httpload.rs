@@ -35,14 +35,8 @@ fn main() {
         Ok(s) => s,
         Err(e) => fail(1, &e),
     };
-    let mut json = httpload::to_json(&plan.cfg, &stats, cpu_seconds());
-    json.push('\n');
-    match &out {
-        Some(path) => {
-            if let Err(e) = std::fs::write(path, json) {
-                fail(1, &format!("cannot write {}: {e}", path.display()));
-            }
-        }
-        None => print!("{json}"),
+    let json = httpload::to_json(&plan.cfg, &stats, cpu_seconds());
+    if let Err(e) = grpcload::report::write_result(out.as_deref(), &json) {
+        fail(1, &e);
     }
 }
