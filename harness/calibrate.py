@@ -78,6 +78,11 @@ def calibrate_workload(r, sc: Scenario, w: Workload) -> dict:
                             "cfs_period_us": prof.cfs_period_us, "client_cpus": list(layout.client)},
                  "levels": {}, "uncapped": None, "max_rps": None, "max_level": None, "max_bound": None,
                  "error": None}
+    # levels that expect no answers (a ramp of idle connections) have no ceiling
+    all_levels = [lv for lv in levels.levels(w.kinds(driver.level_kinds)) if lv.kind not in driver.quiet_level_kinds]
+    if not all_levels:
+        rec["error"] = "no level of this workload expects answers: nothing to calibrate"
+        return rec
     workdir = r.out_dir / "calibration" / f"{sc.name}-{w.name}"
     workdir.mkdir(parents=True, exist_ok=True)
     host = r.runtime.address("server")
@@ -89,7 +94,6 @@ def calibrate_workload(r, sc: Scenario, w: Workload) -> dict:
     rec["reference"] = ref.to_json()
     for name, text in ref.files.items():
         (workdir / name).write_text(text)
-    all_levels = levels.levels(driver.level_kinds)
     try:
         rec["levels"] = _pass(r, sc, w, driver, ref, host, port, workdir, quota, all_levels, "capped")
     except LangbenchError as exc:
@@ -209,8 +213,9 @@ def estimate_s(r, sc: Scenario) -> float:
     levels = sc.profiles[r.profile_name]
     total = 0.0
     for w in sc.workloads:
-        kinds = get_driver(w.driver).level_kinds
-        total += 2.0 + r.profile.warmup_window_s + len(levels.levels(kinds)) * (levels.duration_s + 1.0)
+        driver = get_driver(w.driver)
+        kinds = [k for k in w.kinds(driver.level_kinds) if k not in driver.quiet_level_kinds]
+        total += 2.0 + r.profile.warmup_window_s + len(levels.levels(tuple(kinds))) * (levels.duration_s + 1.0)
     return total
 
 

@@ -186,8 +186,8 @@ def cmd_run(args, interop_only: bool = False, calibrate_only: bool = False) -> i
     from .runner import Progress, Runner
     root = project_root(args.root)
     cat = discover(root)
-    selection = _with_mix(cat, args) if getattr(args, "mix", None) else cat.select(args.scenarios or None,
-                                                                                    args.impl or None)
+    selection = _with_mix(cat, args) if getattr(args, "mix", None) else cat.select(
+        args.scenarios or None, args.impl or None, getattr(args, "workload", None) or None)
     if calibrate_only:
         selection = [(sc, []) for sc, _ in selection]
     if getattr(args, "driver", None):
@@ -451,7 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     def run_opts(s, interop: bool) -> None:
         s.add_argument("scenarios", nargs="*" if not interop else "+", metavar="SCENARIO")
         s.add_argument("--impl", action="append", metavar="LANG",
-                       help="implementation or language to include (repeatable)")
+                       help="implementation to include: a folder name (go), a language (every variant of it) "
+                            "or an id (ws-echo/go-gorilla) (repeatable)")
+        if not interop:
+            s.add_argument("--workload", action="append", metavar="NAME",
+                           help="workload to run (repeatable; default: all of each scenario)")
         s.add_argument("--runtime", choices=["auto", *runtime_names()], default="auto",
                        help="where servers run (auto: docker when a daemon answers, else process)")
         s.add_argument("--profile", choices=sorted(PROFILES), default="quick" if interop else "standard")

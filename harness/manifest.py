@@ -47,6 +47,9 @@ class VerifyStep:
     command: list[str]
     timeout_s: float
     stop_services: list[str]
+    # run on the first server run of each implementation in a run only (a
+    # slow check of behaviour that cannot change between server runs)
+    once: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,11 +105,27 @@ class Workload:
     # environment the server runs with for this workload (e.g. RECORD = "0"):
     # workloads with different server_env run on different server runs
     server_env: dict[str, str] = field(default_factory=dict)
+    # the level kinds this workload runs (empty: every kind its driver takes)
+    levels: tuple[str, ...] = ()
+    # seconds per level by profile name, instead of the profile's duration_s
+    durations: dict[str, float] = field(default_factory=dict)
+    # a server run of its own, started for this workload alone (a ramp that
+    # must begin from a server no other workload has loaded)
+    own_server: bool = False
 
     @property
     def mode(self) -> str:
-        """A short name of the server_env ('' for none): RECORD=0 -> 'record0'."""
-        return "-".join(f"{k}{v}".lower() for k, v in sorted(self.server_env.items()))
+        """A short name of the server run: the workload's name when it has its
+        own server, then the server_env ('' for none): RECORD=0 -> 'record0'."""
+        parts = [self.name] if self.own_server else []
+        return "-".join(parts + [f"{k}{v}".lower() for k, v in sorted(self.server_env.items())])
+
+    def kinds(self, driver_kinds: tuple[str, ...]) -> tuple[str, ...]:
+        """The level kinds this workload runs, of those its driver takes."""
+        return tuple(k for k in driver_kinds if not self.levels or k in self.levels)
+
+    def duration_s(self, profile: str, default: float) -> float:
+        return self.durations.get(profile, default)
 
 
 @dataclass(frozen=True)
@@ -219,15 +238,15 @@ class Scenario:
     def modes(self) -> list[tuple[dict[str, str], list[str]]]:
         """The server runs one trial takes: workloads grouped by their
         server_env, in the order they are declared."""
-        out: list[tuple[dict[str, str], list[str]]] = []
+        groups: list[tuple[dict[str, str], list[str], bool]] = []
         for w in self.workloads:
-            for env, names in out:
-                if env == w.server_env:
+            for env, names, own in groups:
+                if env == w.server_env and not own and not w.own_server:
                     names.append(w.name)
                     break
             else:
-                out.append((dict(w.server_env), [w.name]))
-        return out or [({}, [])]
+                groups.append((dict(w.server_env), [w.name], w.own_server))
+        return [(env, names) for env, names, _ in groups] or [({}, [])]
 
     @property
     def node_names(self) -> list[str]:
@@ -289,22 +308,36 @@ class Catalog:
             raise InputError(f"unknown scenario '{name}' (known: {known})")
         return self.scenarios[name]
 
-    def select(self, scenarios: list[str] | None, impls: list[str] | None) -> list[tuple[Scenario, list[Implementation]]]:
-        """Scenarios and implementations chosen by name; unknown names are errors."""
+    def select(self, scenarios: list[str] | None, impls: list[str] | None,
+               workloads: list[str] | None = None) -> list[tuple[Scenario, list[Implementation]]]:
+        """Scenarios, implementations and workloads chosen by name; unknown
+        names are errors. An implementation is named by its folder (`go`: in
+        every scenario), its language (`go`: every Go variant too) or its id
+        (`ws-echo/go`: that one alone)."""
+        from dataclasses import replace as _replace  # noqa: PLC0415
         names = scenarios or sorted(self.scenarios)
         chosen = []
-        all_impl_names = {i.name for lst in self.implementations.values() for i in lst}
-        all_langs = {i.language for lst in self.implementations.values() for i in lst}
+        all_impls = [i for lst in self.implementations.values() for i in lst]
+        known_names = {i.name for i in all_impls} | {i.language for i in all_impls} | {i.id for i in all_impls}
         for wanted in impls or []:
-            if wanted not in all_impl_names and wanted not in all_langs:
-                known = ", ".join(sorted(all_impl_names)) or "none"
+            if wanted not in known_names:
+                known = ", ".join(sorted({i.name for i in all_impls})) or "none"
                 raise InputError(f"unknown implementation '{wanted}' (known: {known})")
         for name in names:
             sc = self.scenario(name)
             lst = [i for i in self.implementations.get(name, [])
-                   if not impls or i.name in impls or i.language in impls]
+                   if not impls or i.name in impls or i.language in impls or i.id in impls]
+            if workloads:
+                kept = [w for w in sc.workloads if w.name in workloads]
+                if not kept:
+                    continue
+                sc = _replace(sc, workloads=kept)
             if lst:
                 chosen.append((sc, lst))
+        for wanted in workloads or []:
+            if not any(wanted == w.name for sc, _ in chosen for w in sc.workloads):
+                raise InputError(f"unknown workload '{wanted}' in the selected scenarios (known: "
+                                 f"{', '.join(sorted({w.name for n in names for w in self.scenario(n).workloads}))})")
         if not chosen:
             raise InputError("nothing to run: no implementation matches the selection")
         return chosen
@@ -473,14 +506,14 @@ def _verify_steps(t: _Table, services: list[str]) -> list[VerifyStep]:
         if not isinstance(item, dict):
             raise t.err(f"verify[{i}]", "expected a table")
         v = _Table(item, t.path, "verify." if isinstance(raw, dict) else f"verify[{i}].")
-        v.check_keys({"name", "command", "timeout_s", "stop_services"})
+        v.check_keys({"name", "command", "timeout_s", "stop_services", "once"})
         stop = v.str_list("stop_services")
         for name in stop:
             if name not in services:
                 raise v.err("stop_services", f"no service named '{name}'")
         steps.append(VerifyStep(v.get("name", str, default=f"step{i + 1}"),
                                 v.str_list("command", required=True, nonempty=True),
-                                v.positive("timeout_s", 60.0), stop))
+                                v.positive("timeout_s", 60.0), stop, v.get("once", bool, default=False)))
     return steps
 
 
@@ -540,6 +573,10 @@ def _workload_drivers(raw: list, workloads: list[Workload], path: Path) -> dict:
         if problems:
             field_, message = problems[0]
             raise t.err(field_, message)
+        for k in w.levels:
+            if k not in d.level_kinds:
+                raise t.err("levels", f"driver {d.name} takes no '{k}' levels (it takes "
+                                      f"{', '.join(d.level_kinds)})")
         out[w.name] = d
     return out
 
@@ -628,15 +665,22 @@ def load_scenario(path: Path) -> Scenario:
         if not isinstance(raw, dict):
             raise t.err(f"workloads[{i}]", "expected a table")
         w = _Table(raw, path, f"workloads[{i}].")
-        w.check_keys({"name", "description", "driver", "params", "faults", "server_env"})
+        w.check_keys({"name", "description", "driver", "params", "faults", "server_env", "levels", "duration_s",
+                      "own_server"})
         wname = w.get("name", str, required=True)
         if wname in seen:
             raise w.err("name", f"duplicate workload '{wname}'")
         seen.add(wname)
+        durations = {}
+        d = w.sub("duration_s")
+        if d is not None:
+            for prof in d.data:
+                durations[prof] = d.positive(prof, 1.0)
         workloads.append(Workload(wname, w.get("description", str, default=""),
                                   w.get("driver", str, required=True), w.get("params", dict, default={}),
                                   _faults(w, names, topology.nodes if topology else []),
-                                  w.str_map("server_env")))
+                                  w.str_map("server_env"), tuple(w.str_list("levels")), durations,
+                                  w.get("own_server", bool, default=False)))
 
     drivers = _workload_drivers(raw_workloads, workloads, path)
     profiles = {}
@@ -654,11 +698,16 @@ def load_scenario(path: Path) -> Scenario:
         if not levels.kinds():
             raise p.err("concurrency", "a profile needs at least one level (concurrency, rate or another kind)")
         for i, w in enumerate(workloads):
-            if not levels.kinds() & set(drivers[w.name].level_kinds):
+            if not levels.kinds() & set(w.kinds(drivers[w.name].level_kinds)):
                 raise p.err(next(iter(sorted(levels.kinds()))),
-                            f"workload '{w.name}' gets no level: its driver {w.driver} takes "
-                            f"{', '.join(drivers[w.name].level_kinds)} levels")
+                            f"workload '{w.name}' gets no level: it runs "
+                            f"{', '.join(w.kinds(drivers[w.name].level_kinds))} levels")
         profiles[pname] = levels
+    for i, w in enumerate(workloads):
+        for prof in w.durations:
+            if prof not in profiles:
+                raise ManifestError(path, f"workloads[{i}].duration_s.{prof}",
+                                    f"no profile '{prof}' (profiles: {', '.join(profiles)})")
 
     return Scenario(
         name=name, title=t.get("title", str, default=name),

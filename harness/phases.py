@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import sampling
+from . import gclog, sampling
 from .calibrate import ceiling_note, ceiling_of
 from .checks import run_verdict
 from .drivers import get_driver
@@ -66,6 +66,7 @@ class Node:
     record: dict | None = None                  # its entry under the instance's "nodes"
     cpu_base: float = 0.0                       # CPU of its earlier processes (restarted by a fault)
     restarts: int = 0
+    start_mono: float | None = None             # when its main process started (monotonic; GC log times)
 
     @property
     def port(self) -> int:
@@ -382,6 +383,8 @@ class InstanceRun:
             who = f"node {node.name} " if ctx.multi else ""
             raise ServerError(f"could not start {who}{node.spec.command[0]}: {exc}") from None
         r.live[node.spec.key] = node.handle
+        pid = node.handle.main_pid()
+        node.start_mono = gclog.process_start_monotonic(pid) if pid else None
         if node.record is not None:
             node.record["runtime"] = node.handle.describe()
         return node
@@ -420,6 +423,12 @@ class InstanceRun:
         steps: list[dict] = []
         rec["verify"] = {"ok": False, "detail": "", "checks": [], "steps": steps}
         for step in sc.verify:
+            done = r.__dict__.setdefault("verified_once", set())
+            if step.once and (ctx.impl.id, step.name) in done:
+                steps.append({"name": step.name, "ok": True, "skipped": True,
+                              "detail": "passed on this implementation's first server run of this run (once = true)",
+                              "checks": []})
+                continue
             for name in step.stop_services:
                 self._say(ctx, f"stopping service {name} for check '{step.name}'")
                 r.services.stop(name)
@@ -436,8 +445,12 @@ class InstanceRun:
             if not v.ok:
                 rec["verify"]["detail"] = f"{step.name}: {v.detail}"
                 raise PhaseFailed("verify", rec["verify"]["detail"])
+            if step.once:
+                done.add((ctx.impl.id, step.name))
         n = len(rec["verify"]["checks"])
-        rec["verify"].update(ok=True, detail=f"{n}/{n} checks passed")
+        skipped = [st["name"] for st in steps if st.get("skipped")]
+        rec["verify"].update(ok=True, detail=f"{n}/{n} checks passed"
+                             + (f" ({', '.join(skipped)}: passed on an earlier server run)" if skipped else ""))
         r.store.save()
         self._say(ctx, f"verified ({rec['verify']['detail']})")
 
@@ -510,6 +523,33 @@ class InstanceRun:
             # a clean stop only when every node was running until it was stopped
             ctx.record["shutdown"]["was_running"] = all(n.record["shutdown"] and n.record["shutdown"]["was_running"]
                                                         for n in ctx.nodes.values())
+        self._gc_pauses(ctx)
+
+    def _gc_pauses(self, ctx: Instance) -> None:
+        """The entry node's GC pauses from its log (written in full once it
+        stopped): on the instance (times from the start of sampling) and,
+        per measurement, those in its send window (gclog.window)."""
+        r = self.run_
+        node = ctx.nodes.get(ctx.scenario.entry)
+        if node is None or node.start_mono is None or node.restarts or not ctx.t_start:
+            return
+        try:
+            text = node.spec.log_path.read_text(errors="replace")
+        except OSError:
+            return
+        gc = gclog.pauses(text, node.start_mono)
+        if gc is None:
+            return
+        ctx.record["gc"] = {"source": gc["source"], "clock": gc["clock"], "count": len(gc["pauses"]),
+                            "pauses": [[round(t - ctx.t_start, 4), ms, what]
+                                       for t, ms, what in gc["pauses"][:gclog.MAX_LISTED]]}
+        for m in r.store.data["measurements"]:
+            ld = m.get("load") or {}
+            if m.get("instance") != ctx.key or ld.get("send_t0") is None or ld.get("send_t1") is None:
+                continue
+            m["gc"] = gclog.window(gc, ld["send_t0"], ld["send_t1"])
+            r.store.declare_metrics(m["gc"]["metrics"], "the server's GC log")
+        r.store.save()
 
     def after_stop(self, ctx: Instance) -> None:
         """The scenario's check once the server has stopped (files a clean
@@ -663,13 +703,14 @@ class InstanceRun:
         r = self.run_
         driver = get_driver(w.driver)
         levels = ctx.scenario.profiles[r.profile_name]
-        if levels.warmup_s > 0 and "concurrency" in driver.level_kinds:
+        kinds = w.kinds(driver.level_kinds)
+        if levels.warmup_s > 0 and "concurrency" in kinds and levels.concurrency:
             self.warmup(ctx, driver, w)
-        for level in levels.levels(driver.level_kinds):
+        for level in levels.levels(kinds):
             alive, why = ctx.alive()
             if not alive:
                 raise ServerError(f"{'a node' if ctx.multi else 'server'} died during workload {w.name} ({why})")
-            self.level(ctx, driver, w, level, levels.duration_s)
+            self.level(ctx, driver, w, level, w.duration_s(r.profile_name, levels.duration_s))
 
     def _act(self, ctx: Instance, fault: Fault) -> str:
         """Carry out one fault on a node of this server run or a scenario service."""
@@ -812,6 +853,8 @@ class InstanceRun:
                                                               list(res.error_kinds.items())[:2]) or "?")
         elif res is not None and res.status_check and m["error"] is None:
             m["error"] = f"wrong mix of answers: {res.status_check}"
+        elif res is not None and res.problem and m["error"] is None:
+            m["error"] = res.problem
         if m["error"] is None and any(not e["ok"] for e in m.get("faults", [])):
             bad = next(e for e in m["faults"] if not e["ok"])
             m["error"] = f"fault '{bad['action']} {bad['target']}' failed: {bad['detail']}"
@@ -849,6 +892,11 @@ class InstanceRun:
             else:
                 row["error"] = "step outside the tool's run: no server figures"
             out.append(row)
+        # memory per connection: the slope from the previous step (a ramp)
+        for prev, row in zip(out, out[1:]):
+            dn = (row.get("connections") or 0) - (prev.get("connections") or 0)
+            if dn > 0 and row.get("rss_mb") is not None and prev.get("rss_mb") is not None:
+                row["kb_per_connection"] = (row["rss_mb"] - prev["rss_mb"]) * 1000 / dn
         return out
 
     def _faults_done(self, ctx: Instance, faults: FaultSchedule, w: Workload, level: Level) -> list[dict]:

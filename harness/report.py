@@ -89,6 +89,78 @@ def latency_chart(rows: list[dict], workload: str, level: str) -> str | None:
     return _svg(fig)
 
 
+def latency_time_chart(data: dict, scenario: str, workload: str) -> str | None:
+    """Per second of a level's send window (trial 1 of each implementation,
+    its rate levels): the p99 and the largest latency of the answers that
+    completed in that second, from the load tool, and the server's
+    stop-the-world GC pauses from its own log (x: when the pause began; y:
+    how long it lasted), on the same millisecond scale."""
+    plt = _plt()
+    impls = data["implementations"]
+    sel = [m for m in data["measurements"]
+           if m["scenario"] == scenario and m["workload"] == workload and m.get("ok") and m["trial"] == 1
+           and m["level"]["kind"] == "rate"
+           and ((m.get("load") or {}).get("detail") or {}).get("per_second_latency_ms")]
+    if not sel:
+        return None
+    sel.sort(key=lambda m: (m["level"]["value"], impls.get(m["implementation_id"], {}).get("name", "")))
+    fig, axes = plt.subplots(len(sel), 1, figsize=(10.4, 1.9 * len(sel) + 0.6), sharex=True, squeeze=False)
+    for i, (ax, m) in enumerate(zip(axes[:, 0], sel)):
+        imp = impls.get(m["implementation_id"], {})
+        colour = _colour(imp.get("language", ""), i)
+        secs = m["load"]["detail"]["per_second_latency_ms"]
+        xs = [j + 0.5 for j, v in enumerate(secs) if v]
+        ax.plot(xs, [v["p99"] for v in secs if v], color=colour, linewidth=1, label="p99 per second")
+        ax.plot(xs, [v["max"] for v in secs if v], color=colour, linewidth=1, linestyle=":", label="max per second")
+        gc = m.get("gc") or {}
+        if gc.get("pauses"):
+            ax.scatter([p[0] for p in gc["pauses"]], [max(p[1], 0.001) for p in gc["pauses"]], marker="x", s=14,
+                       color="#c00000", linewidths=0.8,
+                       label=f"GC pause ({gc['count']}, max {gc['max_ms']:.2f} ms, {gc['source']})")
+        elif imp.get("language") != "rust":
+            ax.text(0.99, 0.9, "no GC log read" if not gc else "no GC pause", transform=ax.transAxes,
+                    ha="right", va="top", fontsize=8, color="#666")
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (log)")
+        ax.set_title(f"{imp.get('name', '?')} at {m['level']['key']} (trial 1)", fontsize=9, loc="left")
+        ax.legend(loc="upper right", fontsize=7)
+    axes[-1, 0].set_xlabel("seconds since the level's first message")
+    fig.suptitle(f"{workload}: latency over time and the server's GC pauses", fontsize=10)
+    return _svg(fig)
+
+
+def ramp_chart(data: dict, scenario: str, workload: str) -> str | None:
+    """A connection ramp: the server's memory (median over trials) at each
+    step against the connections open, one line per implementation; the
+    slope is the memory per connection."""
+    plt = _plt()
+    impls = data["implementations"]
+    pts: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    langs: dict[str, str] = {}
+    for m in data["measurements"]:
+        if m["scenario"] != scenario or m["workload"] != workload or not m.get("ok"):
+            continue
+        imp = impls.get(m["implementation_id"], {})
+        name = imp.get("name", m["implementation_id"])
+        langs[name] = imp.get("language", "")
+        for st in m.get("steps") or []:
+            if isinstance(st.get("connections"), int) and st.get("rss_mb") is not None:
+                pts[name][st["connections"]].append(st["rss_mb"])
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    for i, name in enumerate(sorted(pts)):
+        xs = sorted(pts[name])
+        ax.plot(xs, [stats_median(pts[name][x]) for x in xs], marker="o", markersize=3, label=name,
+                color=_colour(langs[name], i))
+    ax.set_xlabel("idle connections open")
+    ax.set_ylabel("server memory, PSS (MB)")
+    ax.set_title(f"{workload}: memory against connections (median over trials)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    return _svg(fig)
+
+
 def timeseries_chart(data: dict, scenario: str, field: str, ylabel: str) -> str | None:
     plt = _plt()
     insts = [i for i in data["instances"] if i["scenario"] == scenario and i.get("timeseries")
@@ -106,7 +178,11 @@ def timeseries_chart(data: dict, scenario: str, field: str, ylabel: str) -> str 
             # files written before memory was held between readings have gaps
             last = y if y is not None else last
             ys.append(last)
-        ax.plot(ts["t_s"], ys, label=imp.get("name", "?"), linewidth=1, color=colour)
+        # a scenario with several server runs per trial (recording off, a
+        # ramp on its own): each run is its own line, named by its mode
+        mode = inst.get("mode") or ""
+        ax.plot(ts["t_s"], ys, label=imp.get("name", "?") + (f" ({mode})" if mode else ""), linewidth=1,
+                color=colour, linestyle="--" if mode else "-")
         marked = False
         for ph in inst.get("phases") or []:
             if str(ph.get("name", "")).startswith("fault:"):
@@ -118,6 +194,20 @@ def timeseries_chart(data: dict, scenario: str, field: str, ylabel: str) -> str 
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper right")
     return _svg(fig)
+
+
+def _rps_note(driver_name: str | None) -> str | None:
+    """What the throughput column counts when it is not requests (its driver's
+    own 'rps' metric, e.g. wsload: echoes per second)."""
+    from .drivers import get_driver  # noqa: PLC0415
+    try:
+        d = get_driver(driver_name or "")
+    except Exception:  # noqa: BLE001 - an unknown driver in an old results file
+        return None
+    m = next((m for m in d.metrics if m.name == "rps"), None)
+    if m is None or m.unit == "req/s":
+        return None
+    return f"{m.unit}: {m.description}"
 
 
 def _fmt(v, nd=1):
@@ -375,6 +465,8 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
                 charts.append(latency_chart(per_trial, w["name"], closed[-1]))
             for lv in rate_levels:
                 charts.append(latency_chart(per_trial, w["name"], lv))
+            charts.append(latency_time_chart(data, name, w["name"]))
+            charts.append(ramp_chart(data, name, w["name"]))
             shown = [k for k in sorted(extra) if any(r.get(f"{k}_median") is not None for r in wrows)]
             if any(r.get("disk_mb_s_median") for r in wrows):
                 shown.insert(0, "disk_mb_s")
@@ -390,7 +482,7 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
             other = {"metrics": [dict(decl[k], name=k) for k in shown],
                      "rows": [{"implementation": r["implementation"], "level": r["level"],
                                "cells": [_cell(r, k, 3) for k in shown]} for r in wrows]} if shown else None
-            workloads.append({"baseline": base_lang if base else None,
+            workloads.append({"baseline": base_lang if base else None, "rps_note": _rps_note(w.get("driver")),
                               "name": w["name"], "description": w.get("description", ""),
                               "driver": w.get("driver"), "table": table, "charts": [c for c in charts if c],
                               "other": other, "steps": _step_table(data, name, w["name"]),

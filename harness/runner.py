@@ -188,7 +188,14 @@ class Runner:
                                     "warmup_s": sc.profiles[self.profile_name].warmup_s,
                                     "workloads": [{"name": w.name, "driver": w.driver,
                                                    "description": w.description,
-                                                   "faults": [f.to_json() for f in w.faults]}
+                                                   "params": w.params,
+                                                   "faults": [f.to_json() for f in w.faults],
+                                                   "levels": list(w.kinds(get_driver(w.driver).level_kinds)),
+                                                   "duration_s": w.duration_s(
+                                                       self.profile_name,
+                                                       sc.profiles[self.profile_name].duration_s),
+                                                   "own_server": w.own_server,
+                                                   "server_env": w.server_env}
                                                   for w in sc.workloads],
                                     "topology": sc.topology.to_json() if sc.topology else None,
                                     "baseline": sc.report_baseline}
@@ -321,8 +328,9 @@ class Runner:
         lv = item.scenario.profiles[self.profile_name]
         total = 8.0 + self.profile.idle_s
         for w in item.scenario.workloads:
-            kinds = get_driver(w.driver).level_kinds
-            total += max(lv.warmup_s, 2 * self.profile.warmup_window_s) + len(lv.levels(kinds)) * (lv.duration_s + 1.5)
+            kinds = w.kinds(get_driver(w.driver).level_kinds)
+            total += max(lv.warmup_s, 2 * self.profile.warmup_window_s) + len(lv.levels(kinds)) * \
+                (w.duration_s(self.profile_name, lv.duration_s) + 1.5)
         return total
 
     def _on_sigterm(self, *_):

@@ -381,7 +381,7 @@ def _agreement(h, container, seconds: float = 8.0) -> dict:
     (20 Hz samples, interpolated) between the same instants; (2) each of `docker stats`' own readings (stats with precpu_stats,
     the daemon's ~1 s interval, from `preread` to `read`) against the
     harness's 20 Hz samples over exactly that interval, summed over the
-    readings. Memory: the same definition on both sides (memory_usage over the cgroup files and over the stats API's memory_stats), paired readings."""
+    readings. Memory: the cgroup's figure, the same definition on both sides (memory_usage over the cgroup files and over the stats API's memory_stats), paired readings; and the PSS the harness samples against psutil's reading of the same processes."""
     def one_shot():
         return container.stats(stream=False, one_shot=True)
 
@@ -394,10 +394,17 @@ def _agreement(h, container, seconds: float = 8.0) -> dict:
     while time.monotonic() < deadline:
         st = container.stats(stream=False)          # with precpu_stats: what `docker stats` shows
         readings.append((_ts(st["preread"]) - offset, _ts(st["read"]) - offset, cpu_percent(st)))
-        m1 = h.memory_bytes()
+        # the cgroup's own figure (the fallback where PSS cannot be read),
+        # the same definition as the stats API's
+        m1 = h.cgroup.memory_bytes()
         dm = stats_memory(one_shot())
-        m2 = h.memory_bytes()
+        m2 = h.cgroup.memory_bytes()
         mem_pairs.append(((m1 + m2) / 2, dm))
+    # what the harness samples: the PSS of the container's processes, against
+    # psutil's reading of the same processes
+    import psutil
+    pss_h = h.memory_bytes()
+    pss_p = sum(psutil.Process(pid).memory_full_info().pss for pid in h.cgroup.pids())
     s1 = one_shot()
     time.sleep(0.3)
     smp.stop()
@@ -424,7 +431,8 @@ def _agreement(h, container, seconds: float = 8.0) -> dict:
             "cpu_dev_window_wall_clock": abs(harness_window - docker_window * tick_clock) / (docker_window * tick_clock),
             "cpu_dev_stats_wall_clock": abs(h_mean - d_mean * tick_clock) / (d_mean * tick_clock),
             "reading_pairs": [(round(a, 2), round(b, 2)) for a, b in pairs],
-            "mem_max_dev": max(abs(h_ - d) / d for h_, d in mem_pairs), "mem_mb": mem_pairs[-1][1] / 1e6}
+            "mem_max_dev": max(abs(h_ - d) / d for h_, d in mem_pairs), "mem_mb": mem_pairs[-1][1] / 1e6,
+            "pss_dev": abs(pss_h - pss_p) / pss_p, "pss_mb": pss_h / 1e6, "memory_kind": h.memory_kind}
 
 
 def _report(name: str, res: dict) -> None:
@@ -447,6 +455,7 @@ def _assert_agree(res: dict) -> None:
     assert res["cpu_dev_window"] < 0.05 + clock_err, res
     assert res["cpu_dev_stats"] < 0.05 + clock_err, res
     assert res["mem_max_dev"] < 0.05, res
+    assert res["memory_kind"] == "pss" and res["pss_dev"] < 0.05 and res["pss_mb"] > 0, res
 
 
 def test_agreement_with_docker_stats_busy_loop(busy, rt, tmp_path):
@@ -552,3 +561,41 @@ def test_a_killed_run_leaves_a_container_the_next_run_removes(dclient, tmp_path)
     assert nxt.returncode == 0, nxt.stderr[-3000:]
     assert containers_of(dclient) == [] or all(
         docker_rt._owner_alive(c.labels.get(docker_rt.OWNER_LABEL, "")) for c in containers_of(dclient))
+
+
+def test_cgroup_pss_sums_the_processes_of_the_cgroup(tmp_path):
+    """A container's memory is the PSS of the processes in its cgroup, read
+    on the host, the same figure as the process runtime's."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    from harness.runtimes.docker import pss_of_rollup
+    d = tmp_path / "cg"
+    d.mkdir()
+    (d / "cpu.stat").write_text("usage_usec 1\n")
+    (d / "memory.current").write_text("1\n")
+    (d / "memory.stat").write_text("anon 1\nfile_mapped 1\n")
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(30_000_000); time.sleep(30)"])
+    try:
+        import time
+        time.sleep(0.5)
+        (d / "cgroup.procs").write_text(f"{os.getpid()}\n{child.pid}\n")
+        cg = CgroupFiles(2, d / "cpu.stat", d / "memory.current", d / "memory.stat")
+        got = cg.pss_bytes()
+        want = psutil.Process(os.getpid()).memory_full_info().pss + psutil.Process(child.pid).memory_full_info().pss
+        assert abs(got - want) < 0.05 * want and got > 30_000_000
+        # a process gone between the two reads is skipped; an empty cgroup is an error
+        (d / "cgroup.procs").write_text(f"{child.pid}\n{2 ** 22 + 7}\n")
+        assert cg.pss_bytes() > 30_000_000
+        (d / "cgroup.procs").write_text("")
+        with pytest.raises(OSError):
+            cg.pss_bytes()
+    finally:
+        child.kill()
+        child.wait()
+    assert pss_of_rollup("Rss: 10 kB\nPss: 7 kB\n") == 7 * 1024
+    with pytest.raises(OSError):
+        pss_of_rollup("Rss: 10 kB\n")

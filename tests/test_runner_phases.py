@@ -56,12 +56,28 @@ class FakeHandle(ServerHandle):
         if not self.stopped and self.code is None and self.spec.impl is not None:
             folder = Path(self.spec.env["LANGBENCH_INSTANCE_DIR"])
             (folder / "final.json").write_text(json.dumps({"pid": os.getpid()}))
+        if not self.stopped and self.rt.gc_log and self.spec.impl is not None:
+            _write_gc_log(self.rt, self.spec)
         self.stopped = True
         self.rt.stops.append((self.spec.key, grace_s, self.spec.labels.get("langbench.node")))
         return StopResult(0 if self.code is None else self.code, 0.01, False)
 
     def describe(self):
         return {"fake": True}
+
+    def main_pid(self):
+        return os.getpid() if self.rt.gc_log else None
+
+
+def _write_gc_log(rt, spec) -> None:
+    """A Go gctrace line in the middle of every level the fake driver ran:
+    uptimes counted from this process's start (the fake server's main pid)."""
+    from harness import gclog
+    start = gclog.process_start_monotonic(os.getpid())
+    lines = [f"gc {i + 1} @{(t0 + t1) / 2 - start:.3f}s 1%: 0.050+1.0+{0.1 * (i + 1):.3f} ms clock, x"
+             for i, (t0, t1) in enumerate(rt.windows)]
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    spec.log_path.write_text("starting\n" + "\n".join(lines) + "\n")
 
 
 class FakeRuntime(Runtime):
@@ -73,6 +89,8 @@ class FakeRuntime(Runtime):
         self.levels_run: dict[str, int] = {}
         self.die_after_first_level: set[str] = set()
         self.fail_start: set[str] = set()
+        self.gc_log = False
+        self.windows: list[tuple[float, float]] = []
 
     def available(self):
         return True, "fake"
@@ -134,6 +152,7 @@ class FakeDriver(Driver):
                                                              "max": 0.5, "mean": 0.12}, send_t0=t0, send_t1=t1)
         if raw_path is not None:
             self.rt.levels_run[impl] = self.rt.levels_run.get(impl, 0) + 1
+            self.rt.windows.append((t0, t1))
         n = 100 * level.value
         return LoadResult(tool="fake", tool_version="1", command=["fake"], level=level.to_json(),
                           duration_s=duration_s, wall_s=t1 - t0, count=n, ok_count=n, errors=0,
@@ -281,6 +300,17 @@ def test_failed_verification_is_never_loaded(harness_env):
     assert {m["implementation_id"] for m in data["measurements"]} == {"fake/good"}
     assert rt.levels_run == {"good": 2}
     assert rt.running() == []
+
+
+def test_a_run_where_every_implementation_failed_still_renders(harness_env):
+    rt, _, tmp = harness_env
+    sc = _scenario(tmp, verify_ok=False)
+    _runner(tmp, rt, sc, [_impl(tmp, "bad")]).run()
+    data = load(tmp / "out")
+    assert data["measurements"] == []
+    from harness.report import render
+    html = render(data)
+    assert "verify:" in html and "Example load command" not in html
 
 
 def test_after_stop_failure_fails_the_implementation(harness_env, monkeypatch):
@@ -455,6 +485,7 @@ class RampDriver(FakeDriver):
             time.sleep(duration_s / 2)
             steps.append({"name": f"{n} open", "t0": s0, "t1": time.monotonic(), "connections": n})
         t1 = time.monotonic()
+        self.rt.windows.append((t0, t1))
         on_start("exited")
         on_start(None)
         return LoadResult(tool="ramp", tool_version="1", command=["ramp"], level=level.to_json(),
@@ -610,3 +641,55 @@ def test_workloads_with_the_same_tool_and_requests_share_one_ceiling(harness_env
     modes = {i["mode"]: i for i in data["instances"]}
     assert set(modes) == {"", "modeother"} and modes["modeother"]["env"]["MODE"] == "other"
     assert modes["modeother"]["workloads"] == ["w2"] and modes[""]["workloads"] == ["w"]
+
+
+def test_once_verify_own_server_levels_durations_and_gc_pauses(harness_env):
+    """A slow verify step marked once runs on each implementation's first
+    server run only; a workload with own_server gets a server run of its own,
+    its own level kinds and duration; GC pauses in the server's log land in
+    the measurement whose send window they fall in."""
+    from dataclasses import replace
+    rt, drivers, tmp = harness_env
+    rt.gc_log = True
+    drivers["ramp"] = RampDriver(rt)
+    sc = _scenario(tmp, after_stop=False)
+    sc.services.clear()
+    d = sc.dir
+    (d / "slow.py").write_text(
+        "import json, sys\n"
+        f"open({str(d / 'slow.count')!r}, 'a').write('x')\n"
+        "print(json.dumps({'ok': True, 'checks': [{'name': 'slow', 'ok': True, 'detail': ''}]}))\n")
+    w = sc.workloads[0]
+    sc = replace(sc, verify=sc.verify + [VerifyStep("slow", [sys.executable, str(d / "slow.py")], 10.0, [], once=True)],
+                 workloads=[replace(w, levels=("concurrency",)),
+                            Workload("hold", "", "ramp", {}, own_server=True, levels=("connections",),
+                                     durations={"quick": 0.4})],
+                 profiles={"quick": ProfileLevels([1], [], 0.3, 0.0, {"connections": [100]})})
+    r = _runner(tmp, rt, sc, [_impl(tmp, "a"), _impl(tmp, "b")], trials=2)
+    r.run()
+    data = load(tmp / "out")
+    insts = data["instances"]
+    assert sorted((i["implementation_id"], i["trial"], i["mode"]) for i in insts) == sorted(
+        (f"fake/{n}", t, m) for n in "ab" for t in (1, 2) for m in ("", "hold"))
+    assert (d / "slow.count").read_text() == "xx"                    # once per implementation
+    for i in insts:
+        slow = next(st for st in i["verify"]["steps"] if st["name"] == "slow")
+        first = i["trial"] == 1 and i["mode"] == ""
+        assert bool(slow.get("skipped")) != first, (i["key"], slow)
+        assert i["verify"]["ok"]
+    ms = data["measurements"]
+    assert {(m["workload"], m["level"]["key"]) for m in ms} == {("w", "c1"), ("hold", "connections-100")}
+    # the ramp's steps lasted its own duration (0.4 s: 0.2 s each), the others the profile's
+    for m in ms:
+        if m["workload"] == "hold":
+            assert all(0.15 < st["t1"] - st["t0"] < 0.4 for st in m["steps"])
+            assert m["steps"][1]["kb_per_connection"] == pytest.approx(0.0)   # 40 MB flat
+    # one gctrace line per level, in its middle: each measurement has exactly its own
+    for m in ms:
+        gc = m["gc"]
+        assert gc["source"] == "go gctrace" and gc["count"] == 2, (m["instance"], gc)
+        assert gc["metrics"]["gc_pauses"]["value"] == 2
+        assert 0 < gc["pauses"][0][0] < m["load"]["send_t1"] - m["load"]["send_t0"]
+    assert all((i.get("gc") or {}).get("count") for i in insts)
+    rows = flat_rows(data)
+    assert all(r_["gc_pauses"] == 2 and r_["gc_pause_max_ms"] > 0 for r_ in rows)

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ToolError
@@ -18,6 +19,17 @@ from ..manifest import Level, Scenario, Workload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = PROJECT_ROOT / "tools" / "bin"
+
+
+@lru_cache(maxsize=16)
+def tool_version(exe: str) -> str:
+    """The last word of `exe --version` (grpcload, httpload, wsload, ws-null...)."""
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        raise ToolError(f"{exe}: {exc}") from None
+    text = (out.stdout or out.stderr).strip()
+    return text.split()[-1] if text else "unknown"
 
 
 def find_tool(name: str) -> str:
@@ -185,6 +197,12 @@ class LoadResult:
     status_check: str | None = None # why the answers' mix of statuses is wrong (None: fine or not checked)
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)   # the driver's own metrics beyond the above (declared in metrics)
+    # the driver's verdict that the level failed though the tool ran (an echo
+    # that differed from what was sent, connections a ramp could not hold...)
+    problem: str | None = None
+    # what the tool reported beyond figures: counts by kind, time series
+    # (kept in results.json, not tabulated)
+    detail: dict = field(default_factory=dict)
     # step-wise results (a ramp): {"name", "t0", "t1" (monotonic seconds), and
     # the driver's figures of that step}; the runner adds the server's CPU and
     # memory over each step

@@ -26,13 +26,11 @@ afterwards); the latency from the actual send is kept too.
 """
 from __future__ import annotations
 
-import subprocess
-from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError, ToolError
 from ..manifest import Level, Scenario, Workload
-from .base import LOAD_METRICS, Driver, LoadResult, Metric, Param, Reference, find_tool, run_json_tool
+from .base import LOAD_METRICS, Driver, LoadResult, Metric, Param, Reference, find_tool, run_json_tool, tool_version
 
 OPEN_LOOP_MAX_IN_FLIGHT = 4096
 DEFAULT_CONNECTIONS = 8
@@ -55,20 +53,13 @@ def grpc_null_reference(workload: Workload, *, host: str, port: int, threads: in
     msgs, size = int(p.get("null_messages", 1)), int(p.get("null_message_bytes", 100))
     exe = find_tool("grpc-null")
     return Reference(
-        name="grpc-null", version=_version(exe),
+        name="grpc-null", version=tool_version(exe),
         command=[exe, "--listen", f"{host}:{port}", "--messages", str(msgs), "--bytes", str(size),
                  "--threads", str(threads)],
         description=f"answers every call with {msgs} message(s) of {size} bytes and grpc-status 0 "
                     f"(hand-written HTTP/2, {threads} thread(s))")
 
 
-@lru_cache(maxsize=4)
-def _version(exe: str) -> str:
-    try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
-    except OSError as exc:
-        raise ToolError(f"{exe}: {exc}") from None
-    return (out.stdout or out.stderr).strip().split()[-1] if (out.stdout or out.stderr).strip() else "unknown"
 
 
 class GrpcLoad(Driver):
@@ -84,7 +75,7 @@ class GrpcLoad(Driver):
     )
 
     def version(self) -> str:
-        return _version(find_tool("grpcload"))
+        return tool_version(find_tool("grpcload"))
 
     def command(self, *, target: str, scenario: Scenario, workload: Workload, level: Level,
                 duration_s: float, cpus: list[int], out_file: Path) -> list[str]:

@@ -28,28 +28,18 @@ connections (the level's concurrency) and its latency counts from that time.
 """
 from __future__ import annotations
 
-import subprocess
 import uuid
-from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ToolError
 from ..manifest import Level, Workload
-from .base import Driver, LoadResult, Param, Reference, find_tool, run_json_tool
+from .base import Driver, LoadResult, Param, Reference, find_tool, run_json_tool, tool_version
 from .wrk import DRIVER as WRK
 
 TIMEOUT_S = 10
 OPEN_LOOP_CONNECTIONS = 256
 
 
-@lru_cache(maxsize=2)
-def _version(exe: str) -> str:
-    try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
-    except OSError as exc:
-        raise ToolError(f"{exe}: {exc}") from None
-    text = (out.stdout or out.stderr).strip()
-    return text.split()[-1] if text else "unknown"
 
 
 class HttpLoad(Driver):
@@ -69,7 +59,7 @@ class HttpLoad(Driver):
     )
 
     def version(self) -> str:
-        return _version(find_tool("httpload"))
+        return tool_version(find_tool("httpload"))
 
     def validate(self, params: dict, scenario_dir: Path) -> list[tuple[str, str]]:
         problems = super().validate(params, scenario_dir)

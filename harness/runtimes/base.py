@@ -55,7 +55,13 @@ class ServerHandle(abc.ABC):
 
     @abc.abstractmethod
     def memory_bytes(self) -> int:
-        """Memory now: PSS of the process tree (process) or the cgroup's anonymous memory plus mapped files (container)."""
+        """Memory now: PSS summed over the server's processes (process tree, or
+        the container's cgroup; the cgroup's anonymous + mapped-file memory
+        where the container's processes cannot be read)."""
+
+    def main_pid(self) -> int | None:
+        """The server's main process as this machine sees it (None: not visible here)."""
+        return None
 
     def throttling(self) -> dict | None:
         """Cumulative CFS counters of the server's cgroup: nr_periods,

@@ -12,15 +12,17 @@
   folder is mounted read-only at the same absolute path, so scenario env
   values such as `{scenario_dir}/data/notes.json` mean the same file inside.
 - CPU: the container cgroup's cumulative usage counter, read from the cgroup
-  file directly (v1 cpuacct.usage, v2 cpu.stat usage_usec); memory: the
+  file directly (v1 cpuacct.usage, v2 cpu.stat usage_usec). Memory: the
+  proportional set size (PSS) summed over the processes of the container's
+  cgroup, read from /proc/PID/smaps_rollup on the host: the same figure as
+  the process runtime's. Where /proc of those processes cannot be read, the
   cgroup's anonymous memory plus its mapped files (v1 total_rss +
-  total_mapped_file, v2 anon + file_mapped), what the processes hold, like
-  the process runtime's PSS. Not `docker stats`' usage minus inactive file:
-  that counts the page cache of files the server wrote lately, so a server
-  that records to disk (blackhole) was charged about as much again for its
-  recordings. Where those counters are missing, usage minus inactive file.
-  Reading the files gives any sampling rate; where they cannot be read
-  (remote daemon, rootless) the stats API is used instead.
+  total_mapped_file, v2 anon + file_mapped). Never `docker stats`' usage
+  minus inactive file: that counts the page cache of files the server wrote
+  lately, so a server that records to disk (blackhole) was charged about as
+  much again for its recordings (the last resort, where those counters are
+  missing too). Reading the files gives any sampling rate; where they cannot
+  be read (remote daemon, rootless) the stats API is used instead.
 - Cleanup: every container is removed when stopped; containers of a killed
   run (another `langbench.run` label) are removed by the next run; an atexit
   hook removes any container of this process that is still there.
@@ -82,6 +84,14 @@ def cpu_percent(stats: dict) -> float:
     if sys_delta > 0 and cpu_delta > 0:
         return cpu_delta / sys_delta * online * 100.0
     return 0.0
+
+
+def pss_of_rollup(text: str) -> int:
+    """Bytes of the 'Pss:' line of a /proc/PID/smaps_rollup."""
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise OSError("smaps_rollup has no Pss line")
 
 
 def stats_memory(stats: dict) -> int:
@@ -151,6 +161,26 @@ class CgroupFiles:
 
     def memory_bytes(self) -> int:
         return memory_usage(int(self.mem_usage.read_text()), parse_stat(self.mem_stat.read_text()))
+
+    def pids(self) -> list[int]:
+        """The processes of the cgroup (its memory controller's cgroup.procs)."""
+        return [int(x) for x in (self.mem_usage.parent / "cgroup.procs").read_text().split()]
+
+    def pss_bytes(self) -> int:
+        """PSS summed over the cgroup's processes (/proc/PID/smaps_rollup).
+        A process that exits between the two reads is skipped; OSError when
+        the cgroup is empty or a process's memory map cannot be read."""
+        pids = self.pids()
+        if not pids:
+            raise OSError("no process in the container's cgroup")
+        total = 0
+        for pid in pids:
+            try:
+                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            total += pss_of_rollup(text)
+        return total
 
     def throttling(self) -> dict | None:
         if self.cpu_dir is None:
@@ -225,6 +255,15 @@ class DockerHandle(ServerHandle):
             state = self.container.attrs["State"]
             self.pid = state.get("Pid") or 0
             self.cgroup = CgroupFiles.of_pid(self.pid) if self.pid else None
+            # PSS where the host can read the processes' memory maps, as
+            # under the process runtime; else the cgroup's own counters
+            self.memory_kind = "cgroup"
+            if self.cgroup is not None:
+                try:
+                    self.cgroup.pss_bytes()
+                    self.memory_kind = "pss"
+                except (OSError, ValueError):
+                    pass
         except BaseException as exc:
             self._remove()
             if isinstance(exc, docker.errors.APIError):
@@ -251,6 +290,9 @@ class DockerHandle(ServerHandle):
                 return False
             return state not in ("Z", "X")
         return bool(self._state().get("Running"))
+
+    def main_pid(self) -> int | None:
+        return self.pid or None        # the container's init process, as the host sees it
 
     def exit_code(self) -> int | None:
         if self._stopped:
@@ -295,8 +337,8 @@ class DockerHandle(ServerHandle):
         return None, period
 
     def memory_bytes(self) -> int:
-        if self.cgroup is not None:
-            return self.cgroup.memory_bytes()       # OSError once exited: the sampler skips it
+        if self.cgroup is not None:                 # OSError once exited: the sampler skips it
+            return self.cgroup.pss_bytes() if self.memory_kind == "pss" else self.cgroup.memory_bytes()
         try:
             return stats_memory(self._stats())
         except Exception as exc:  # noqa: BLE001
@@ -370,7 +412,9 @@ class DockerHandle(ServerHandle):
              "network_mode": "host", "scenario_mount": f"{self.spec.scenario.dir} (read-only, same path)",
              "mounts": {p: f"{m}, same path" for p, m in self.spec.mounts.items()},
              "cpu_accounting": "cgroup file (cumulative usage)" if self.cgroup else "stats API total_usage",
-             "memory_accounting": "anonymous + mapped file (v1 total_rss + total_mapped_file, v2 anon + "
+             "memory_accounting": "pss (proportional set size, /proc/PID/smaps_rollup, summed over the "
+                                  "container's processes)" if getattr(self, "memory_kind", "") == "pss" else
+                                  "anonymous + mapped file (v1 total_rss + total_mapped_file, v2 anon + "
                                   "file_mapped; not the page cache of written files)"
                                   + (", cgroup files" if self.cgroup else ", stats API")}
         if self.cgroup is not None:
@@ -585,8 +629,10 @@ class DockerRuntime(Runtime):
              "cpu_quota_mechanism": "cpu_period + cpu_quota (CFS quota over the profile's period)",
              "cpu_accounting": "the container cgroup's cumulative usage counter, read from the cgroup file "
                                "(stats API where the file cannot be read)",
-             "memory": "anonymous memory + mapped files of the container's cgroup (not docker stats' usage "
-                       "minus inactive file, which counts the page cache of files it wrote)",
+             "memory": "proportional set size (PSS) summed over the container's processes (host "
+                       "/proc/PID/smaps_rollup), as the process runtime; where unreadable, anonymous memory + "
+                       "mapped files of the container's cgroup (never docker stats' usage minus inactive file, "
+                       "which counts the page cache of files it wrote)",
              "scenario_files": "the scenario folder mounted read-only at the same path",
              "privileges": "none: all capabilities dropped, no-new-privileges"}
         try:

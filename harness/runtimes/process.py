@@ -78,6 +78,9 @@ class ProcessHandle(ServerHandle):
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def main_pid(self) -> int | None:
+        return self.popen.pid
+
     def exit_code(self) -> int | None:
         return self.popen.poll()
 
