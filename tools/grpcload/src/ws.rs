@@ -21,6 +21,39 @@ pub const MAX_HANDSHAKE: usize = 16 << 10;
 // ---------------------------------------------------------------------------
 // SHA-1 (FIPS 180-4) and base64 (RFC 4648), only for the handshake
 
+/// One read(2) from a socket tokio watches. `Some(n)`: n bytes (0: end of
+/// stream); `None`: nothing there.
+///
+/// A read that fills less than the space offered has drained the socket: it
+/// is reported to tokio as WouldBlock (its bytes kept), which clears the
+/// readiness and spares the next read, which would only return EAGAIN (one
+/// syscall in three of an echo). tokio clears only the readiness it handed
+/// out, so data that arrives meanwhile is a new event and wakes the task.
+pub fn read_once(s: &tokio::net::TcpStream, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    use std::os::fd::AsRawFd;
+    let space = buf.len();
+    let mut got = None;
+    let r = s.try_io(tokio::io::Interest::READABLE, || {
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), space, 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = n as usize;
+        got = Some(n);
+        if n > 0 && n < space {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match r {
+        Ok(()) => Ok(got),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(got),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn sha1(data: &[u8]) -> [u8; 20] {
     let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
     let mut msg = data.to_vec();

@@ -638,18 +638,15 @@ impl Conn {
                 // a frame larger than the buffer: parse_frames grows it
                 return Ok(true);
             }
-            match s.try_read(&mut self.rbuf[self.rlen..]) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    // one read per readiness event: the frames are parsed,
-                    // and the socket stays ready if more is waiting
-                    self.rlen += n;
-                    ctx.stats.borrow_mut().bytes_received += n as u64;
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) => return Err(e),
-            }
+            // one read per readiness event (see ws::read_once)
+            let got = match ws::read_once(s, &mut self.rbuf[self.rlen..])? {
+                None => return Ok(true),
+                Some(0) => return Ok(false),
+                Some(n) => n,
+            };
+            self.rlen += got;
+            ctx.stats.borrow_mut().bytes_received += got as u64;
+            Ok(true)
         }
     }
 
@@ -1153,9 +1150,9 @@ pub struct Step {
     pub gc: Option<String>,
     pub t0: u64,
     pub t1: u64,
-    /// /proc/net/sockstat at the hold's end: TCP sockets in use and the
-    /// kernel memory of TCP buffers (bytes) of this network namespace (both
-    /// ends of a loopback connection count).
+    /// /proc/net/sockstat (+ sockstat6) at the hold's end: TCP sockets in use
+    /// (IPv4 and IPv6) and the kernel memory of TCP buffers (bytes) of this
+    /// network namespace (both ends of a loopback connection count).
     pub tcp_inuse: Option<u64>,
     pub tcp_mem_bytes: Option<u64>,
 }
@@ -1167,6 +1164,14 @@ pub fn sockstat_tcp(text: &str, page: u64) -> (Option<u64>, Option<u64>) {
     let words: Vec<&str> = line.split_whitespace().collect();
     let field = |name: &str| words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
     (field("inuse"), field("mem").map(|p| p * page))
+}
+
+/// TCP6 sockets in use from /proc/net/sockstat6 ("TCP6: inuse N"); the
+/// buffer memory of sockstat's TCP line already covers both families.
+pub fn sockstat6_tcp(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("TCP6:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.iter().position(|w| *w == "inuse").and_then(|i| words.get(i + 1)).and_then(|v| v.parse::<u64>().ok())
 }
 
 fn page_size() -> u64 {
@@ -1451,10 +1456,13 @@ pub fn run_ramp(plan: Arc<WsPlan>) -> Result<(WsStats, Vec<Step>), String> {
         let t0 = mono_ns();
         std::thread::sleep(Duration::from_secs_f64(plan.cfg.hold_s));
         let t1 = mono_ns();
-        let (tcp_inuse, tcp_mem_bytes) = match std::fs::read_to_string("/proc/net/sockstat") {
+        let (tcp4, tcp_mem_bytes) = match std::fs::read_to_string("/proc/net/sockstat") {
             Ok(t) => sockstat_tcp(&t, page_size()),
             Err(_) => (None, None),
         };
+        // IPv6 sockets (a JVM's, even for 127.0.0.1) are counted apart
+        let tcp6 = std::fs::read_to_string("/proc/net/sockstat6").ok().and_then(|t| sockstat6_tcp(&t));
+        let tcp_inuse = tcp4.map(|n| n + tcp6.unwrap_or(0));
         steps.push(Step {
             connections: n,
             open: shared.alive.load(Ordering::SeqCst),
@@ -1637,6 +1645,8 @@ mod tests {
         let t = "sockets: used 290\nTCP: inuse 12 orphan 0 tw 3 alloc 15 mem 7\nUDP: inuse 2 mem 1\n";
         assert_eq!(sockstat_tcp(t, 4096), (Some(12), Some(7 * 4096)));
         assert_eq!(sockstat_tcp("UDP: inuse 2 mem 1\n", 4096), (None, None));
+        assert_eq!(sockstat6_tcp("TCP6: inuse 1001\nUDP6: inuse 0\n"), Some(1001));
+        assert_eq!(sockstat6_tcp("UDP6: inuse 0\n"), None);
     }
 
     #[test]
