@@ -98,6 +98,14 @@ class NodesView:
             return None
         return {k: sum(p[k] for p in parts) for k in ("nr_periods", "nr_throttled", "throttled_s")}
 
+    def main_pid(self) -> int | None:
+        """One node: its main process (the probe reads its network
+        namespace's sockstat); several: None (their namespaces may differ)."""
+        if len(self.nodes) != 1:
+            return None
+        h = next(iter(self.nodes.values())).handle
+        return h.main_pid() if h is not None else None
+
     def memory_bytes(self) -> int | None:
         handles = [n.handle for n in self.nodes.values() if n.handle is not None]
         if not self.with_memory or not handles:
@@ -888,6 +896,16 @@ class InstanceRun:
                            "peak_mb": _sum(v["rss_peak_mb"] for v in per.values()), "n": None}
                 row.update(t0=t0 - ctx.t_start, t1=t1 - ctx.t_start, cpu_cores=win["cpu_cores"],
                            rss_mb=mem["mean_mb"], rss_peak_mb=mem["peak_mb"])
+                # the kernel's TCP sockets and buffer memory in the server's
+                # network namespace over the step (sampled with its memory)
+                in_win = sampling.window(samples, t0, t1)
+                socks = sampling.gauge_mean(in_win, sampling.NET_TCP_INUSE)
+                tcp_mem = sampling.gauge_mean(in_win, sampling.NET_TCP_MEM)
+                if socks is not None:
+                    shared = getattr(ctx.probe, "netns_shared", None)
+                    row.update(server_tcp_sockets=round(socks), server_tcp_buffers_mb=tcp_mem / 1e6,
+                               server_netns="shared with the load tool (both ends of each connection)" if shared
+                               else "the server's own (its ends only)")
                 ctx.mark_phase(f"step {row.get('name', len(out) + 1)}", t0, t1)
             else:
                 row["error"] = "step outside the tool's run: no server figures"

@@ -21,12 +21,15 @@ the figures every level records:
 """
 from __future__ import annotations
 
+import os
 import time
 
 from . import hostcpu
-from .sampling import (CLIENT_BUSY, CLIENT_IDLE, CLIENT_STEAL, SERVER_BUSY, SERVER_CPU, SERVER_IDLE, SERVER_IRQ,
-                       SERVER_STEAL, STEAL, THR_PERIODS, THR_S,
-                       THR_THROTTLED, TOOL, TOOL_PID, Sample, delta)
+from .sampling import (CLIENT_BUSY, CLIENT_IDLE, CLIENT_STEAL, NET_TCP_INUSE, NET_TCP_MEM, SERVER_BUSY, SERVER_CPU,
+                       SERVER_IDLE, SERVER_IRQ, SERVER_STEAL, STEAL, THR_PERIODS, THR_S, THR_THROTTLED, TOOL,
+                       TOOL_PID, Sample, delta, sockstat6_tcp, sockstat_tcp)
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 class Probe:
@@ -38,6 +41,23 @@ class Probe:
         self.mark = None                # set by the runner: the sampler's mark()
         self.add = None                 # ... and its add(sample)
         self._spawn_t: float | None = None
+        self._sockstat: str | None = None   # /proc/PID/net/sockstat of the server's main process
+        self.netns_shared: bool | None = None   # the server's network namespace is the harness's own
+
+    def _server_sockstat(self) -> str | None:
+        """The sockstat file of the server's network namespace (found once:
+        a container has its own namespace, a native process shares ours)."""
+        if self._sockstat is None:
+            main_pid = getattr(self.handle, "main_pid", None)
+            pid = main_pid() if main_pid is not None else None
+            if not pid:
+                return None
+            try:
+                self.netns_shared = os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+            except OSError:
+                return None
+            self._sockstat = f"/proc/{pid}/net/sockstat"
+        return self._sockstat
 
     def watch_tool(self, event) -> None:
         """A driver's on_start callback (drivers.base.run_pinned): "spawning"
@@ -81,6 +101,18 @@ class Probe:
         c, s = self.client.read(per), self.server.read(per)
         d[CLIENT_BUSY], d[SERVER_BUSY], d[SERVER_IRQ], d[STEAL] = c.busy_s, s.tasks_s, s.irq_s, c.steal_s + s.steal_s
         d[CLIENT_IDLE], d[SERVER_IDLE], d[CLIENT_STEAL], d[SERVER_STEAL] = c.idle_s, s.idle_s, c.steal_s, s.steal_s
+        path = self._server_sockstat()
+        if path is not None:
+            try:
+                with open(path) as f:
+                    got = sockstat_tcp(f.read(), PAGE_BYTES)
+                with open(path + "6") as f:
+                    tcp6 = sockstat6_tcp(f.read())
+            except OSError:
+                got = tcp6 = None
+                self._sockstat = None           # the server was restarted: find its process again
+            if got is not None:
+                d[NET_TCP_INUSE], d[NET_TCP_MEM] = got[0] + (tcp6 or 0), got[1]
         pid = self.tool_pid
         if pid:
             try:

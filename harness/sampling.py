@@ -35,6 +35,44 @@ CLIENT_STEAL = "client_steal"   # steal seconds of the load tool's CPUs
 SERVER_STEAL = "server_steal"   # ... of the server's CPUs
 TOOL = "tool"                   # the load tool's own CPU seconds (while it runs)
 TOOL_PID = "tool_pid"           # ... and which tool run that reading is of (its pid)
+NET_TCP_INUSE = "net_tcp_inuse"     # gauge: TCP sockets (IPv4 + IPv6) in use in the server's network namespace
+NET_TCP_MEM = "net_tcp_mem_bytes"   # gauge: ... and the kernel memory of their buffers (bytes)
+
+
+def sockstat_tcp(text: str, page_bytes: int) -> tuple[int, int] | None:
+    """(TCP sockets in use, TCP buffer memory in bytes) from a
+    /proc/net/sockstat text: its line `TCP: inuse N orphan N tw N alloc N mem
+    PAGES` (mem counts pages); None without that line."""
+    for line in text.splitlines():
+        if line.startswith("TCP:"):
+            f = line.split()[1:]
+            kv = dict(zip(f[::2], f[1::2]))
+            try:
+                return int(kv["inuse"]), int(kv["mem"]) * page_bytes
+            except (KeyError, ValueError):
+                return None
+    return None
+
+
+def sockstat6_tcp(text: str) -> int | None:
+    """TCP6 sockets in use from a /proc/net/sockstat6 text (`TCP6: inuse N`;
+    a JVM's sockets are IPv6 ones even on 127.0.0.1). The buffer memory of
+    sockstat's TCP line covers both families."""
+    for line in text.splitlines():
+        if line.startswith("TCP6:"):
+            f = line.split()[1:]
+            kv = dict(zip(f[::2], f[1::2]))
+            try:
+                return int(kv["inuse"])
+            except (KeyError, ValueError):
+                return None
+    return None
+
+
+def gauge_mean(samples: list["Sample"], key: str) -> float | None:
+    """The mean of a gauge over the samples that have it."""
+    vals = [s.counters[key] for s in samples if s.counters.get(key) is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 @dataclass(frozen=True)

@@ -219,3 +219,51 @@ def test_proc_stat_parsing():
     both = hostcpu.CpuSet([0, 1]).read(per)
     assert (both.busy_s, both.tasks_s, both.irq_s, both.steal_s) == (
         pytest.approx(152 / hz), pytest.approx(150 / hz), pytest.approx(2 / hz), pytest.approx(7 / hz))
+
+
+def test_sockstat_tcp_line_and_gauge_mean():
+    text = ("sockets: used 2130\nTCP: inuse 2012 orphan 0 tw 7 alloc 2015 mem 1234\n"
+            "UDP: inuse 3 mem 2\n")
+    assert sampling.sockstat_tcp(text, 4096) == (2012, 1234 * 4096)
+    assert sampling.sockstat_tcp("UDP: inuse 3 mem 2\n", 4096) is None
+    assert sampling.sockstat_tcp("TCP: inuse x mem 1\n", 4096) is None
+    assert sampling.sockstat6_tcp("TCP6: inuse 1001\nUDP6: inuse 0\n") == 1001
+    assert sampling.sockstat6_tcp("UDP6: inuse 0\n") is None
+    ss = [sampling.Sample(0.0, {sampling.NET_TCP_INUSE: 10}), sampling.Sample(0.1, {}),
+          sampling.Sample(0.2, {sampling.NET_TCP_INUSE: 20})]
+    assert sampling.gauge_mean(ss, sampling.NET_TCP_INUSE) == 15
+    assert sampling.gauge_mean(ss, sampling.NET_TCP_MEM) is None
+
+
+def test_probe_reads_the_server_namespace_sockstat():
+    """A server that is this very process: its namespace is ours, and the
+    gauges count a listening socket opened here."""
+    import os
+    import socket
+
+    from harness.probe import Probe
+
+    class Me:
+        def main_pid(self):
+            return os.getpid()
+
+        def cpu_seconds(self):
+            return 0.0
+
+        def throttling(self):
+            return None
+
+    p = Probe(Me(), [0], [0])
+    before = p.counters()[sampling.NET_TCP_INUSE]
+    socks = [socket.socket() for _ in range(20)] + [socket.socket(socket.AF_INET6) for _ in range(20)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0) if s.family == socket.AF_INET else ("::1", 0))
+            s.listen()
+        after = p.counters()
+    finally:
+        for s in socks:
+            s.close()
+    assert p.netns_shared is True
+    # 20 IPv4 and 20 IPv6 sockets more (others may close a few meanwhile)
+    assert after[sampling.NET_TCP_INUSE] >= before + 30 and after[sampling.NET_TCP_MEM] >= 0

@@ -158,8 +158,9 @@ class WsLoad(Driver):
                 row = {"name": f"{n} open", "t0": st["t0"], "t1": st["t1"], "connections": n,
                        "open": int(st["open"]), "failed": int(st["failed"]), "open_s": st["open_s"],
                        "gc": st.get("gc"),
-                       # the network namespace's TCP sockets and their buffers'
-                       # kernel memory (both ends of each loopback connection)
+                       # TCP sockets and their buffers' kernel memory in the
+                       # load tool's network namespace (the harness adds the
+                       # server's namespace: server_tcp_sockets, ..._buffers_mb)
                        "tcp_sockets": st.get("tcp_inuse"),
                        "tcp_buffers_mb": (st["tcp_mem_bytes"] / 1e6 if st.get("tcp_mem_bytes") is not None
                                           else None)}
