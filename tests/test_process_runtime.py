@@ -125,7 +125,7 @@ time.sleep(60)
 
 def test_cgroup_lifecycle():
     assert cgroups.detect() is not None, "the process runtime needs a writable cgroup hierarchy here"
-    cg = cgroups.create("lbtest-lifecycle", 0.25, period_us=8_000)
+    cg = cgroups.create(f"lbtest-lifecycle-{os.getpid()}", 0.25, period_us=8_000)
     assert cg is not None
     try:
         if cg.version == 1:
@@ -133,7 +133,11 @@ def test_cgroup_lifecycle():
             assert (cg.cpu_dir / "cpu.cfs_period_us").read_text().strip() == "8000"
         assert cg.quota() == (0.25, 8_000)
         assert cg.cpu_seconds() >= 0
-        assert cg.throttling() == {"nr_periods": 0, "nr_throttled": 0, "throttled_s": 0.0}
+        # nothing ever ran in it, so nothing was throttled (the kernel may
+        # still have opened a period or two while the directory was set up)
+        th = cg.throttling()
+        assert set(th) == {"nr_periods", "nr_throttled", "throttled_s"}
+        assert th["nr_throttled"] == 0 and th["throttled_s"] == 0.0 and 0 <= th["nr_periods"] <= 2, th
     finally:
         cg.remove()
     assert not cg.cpu_dir.exists()

@@ -16,7 +16,9 @@ zero for the other 80 calls. About 600 calls, 90% of them answered OK:
 
 - corrected max: 200 - phi, in [190, 200] ms;
 - corrected p99 (about the 6th largest OK call): the stalled call of the 5th or
-  6th stall, or the next one of a stall: in [180, 200];
+  6th stall, or the next one of a stall: in [180, 200] when none of those
+  calls is one of the failing tenths; a failed call answers at once and takes
+  its place, which can pull it one step (10 ms) lower: in [170, 200];
 - corrected p90 (about the 54th largest): the 10th-11th value of each of 5-6
   stalls, 90-110 ms less phi: in [80, 110];
 - uncorrected: 5-6 calls of ~200 ms (1.1% of the OK calls), the rest fast:
@@ -26,7 +28,7 @@ Reading ghz's per-call `timestamp` as the call's start (it is its end) would
 add every latency again (max ~ 400 ms); numbering the schedule over the
 successful calls only would put each call 10% later in the schedule than it
 was, a drift of ~0.5 s by the end of the run (p50 in the hundreds of ms).
-The bands allow some 30 ms of scheduling noise, not either mistake.
+The bands allow some 20-30 ms of scheduling noise, not either mistake.
 """
 from __future__ import annotations
 
@@ -117,6 +119,6 @@ def test_corrected_percentiles_match_the_hand_computed_ones(root, stalling_serve
     assert 185 <= raw["max"] <= 230                  # each second's stalled call, measured both ways
     assert 185 <= corr["max"] <= 230, corr           # ~400 ms if the end timestamps were taken for starts
     assert raw["p90"] < 30                           # 1.1% of OK calls stall: the raw p90 misses them all
-    assert 175 <= corr["p99"] <= 230, corr
+    assert 150 <= corr["p99"] <= 230, corr
     assert 75 <= corr["p90"] <= 140, corr
     assert corr["p50"] < 10, corr                    # hundreds of ms if the schedule skipped the failed calls
