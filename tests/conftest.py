@@ -27,6 +27,23 @@ def quick_run(tmp_path_factory, scenario: str, runtime: str, *extra: str):
     return proc, out
 
 
+def completed_run(proc, out, modes: tuple[str, ...]) -> dict:
+    """The results of a run that must have ended well: exit 0, every
+    implementation of the four languages ok, one server run per
+    implementation and mode, each verified; returns results.json."""
+    from harness import results
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = results.load(out)
+    impls = data["implementations"]
+    assert {v["language"] for v in impls.values()} == {"python", "go", "rust", "scala"}
+    assert all(v["status"] == "ok" for v in impls.values()), {k: v.get("failure") for k, v in impls.items()}
+    assert sorted((i["implementation_id"], i["mode"]) for i in data["instances"]) == sorted(
+        (iid, mode) for iid in impls for mode in modes)
+    for inst in data["instances"]:
+        assert inst["verify"]["ok"], inst["verify"]
+    return data
+
+
 @pytest.fixture
 def root() -> Path:
     return ROOT

@@ -73,10 +73,10 @@ class Client:
         self.pings: list[float] = []        # when each server ping arrived (monotonic)
         self.last_sent = time.monotonic()
 
-    def handshake(self, path: str = "/connect", extra: str = "") -> tuple[int, dict]:
+    def handshake(self, path: str = "/connect", extra: str = "", connection: str = "Upgrade") -> tuple[int, dict]:
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                           f"Connection: {connection}\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
                            f"{extra}\r\n").encode())
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(65536)
@@ -272,12 +272,15 @@ def verify(target: str, silent_check: bool = True, others: bool = True) -> int:
         def no_deflate():
             cl = Client(host, port)
             try:
-                st, h = cl.handshake(extra="Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n")
+                # as a browser sends it: Connection is a token list (RFC 6455 4.2.1)
+                st, h = cl.handshake(extra="Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+                                     connection="keep-alive, Upgrade")
                 return st == 101 and "sec-websocket-extensions" not in h, \
                     f"status {st}, extensions: {h.get('sec-websocket-extensions', 'none')}"
             finally:
                 cl.close()
-        c.run("upgrade on /connect; permessage-deflate offered, not taken", no_deflate)
+        c.run("upgrade on /connect with Connection: keep-alive, Upgrade; permessage-deflate offered, not taken",
+              no_deflate)
 
         cl = Client(host, port)
         st, _ = cl.handshake()

@@ -16,10 +16,9 @@ import pytest
 
 from harness import results
 
-from ..conftest import ROOT, langbench_processes, quick_run, run_cli
+from ..conftest import ROOT, completed_run, langbench_processes, quick_run, run_cli
 
 pytestmark = pytest.mark.e2e
-LANGS = {"python", "go", "rust", "scala"}
 BH = ROOT / "scenarios" / "blackhole" / "blackhole.py"
 
 
@@ -36,17 +35,10 @@ def bh_docker_run(tmp_path_factory, dclient):
 
 
 def _check_run(proc, out) -> dict:
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = results.load(out)
-    impls = data["implementations"]
-    assert {v["language"] for v in impls.values()} == LANGS
-    assert all(v["status"] == "ok" for v in impls.values()), {k: v.get("failure") for k, v in impls.items()}
-    insts = data["instances"]
     # two server runs per implementation: recording on, and off (RECORD=0)
-    assert sorted((i["implementation_id"], i["mode"]) for i in insts) == sorted(
-        (iid, mode) for iid in impls for mode in ("", "record0"))
+    data = completed_run(proc, out, ("", "record0"))
+    insts = data["instances"]
     for inst in insts:
-        assert inst["verify"]["ok"], inst["verify"]
         stop = inst["after_stop"]
         assert stop["ok"], (inst["key"], stop["detail"])
         assert inst["shutdown"]["exit_code"] == 0 and not inst["shutdown"]["killed"]

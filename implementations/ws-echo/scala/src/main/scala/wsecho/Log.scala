@@ -1,0 +1,13 @@
+package wsecho
+
+import java.time.Instant
+
+/** Lines on stderr: start, stop and failures only, nothing per connection or per message. */
+object Log:
+  private def line(level: String, msg: String): Unit = System.err.println(s"${Instant.now} $level ws-echo: $msg")
+
+  def info(msg: String): Unit = line("INFO ", msg)
+  def warn(msg: String): Unit = line("WARN ", msg)
+  def error(msg: String, cause: Throwable = null): Unit =
+    line("ERROR", if cause == null then msg else s"$msg: $cause")
+    if cause != null then cause.printStackTrace(System.err)
