@@ -82,6 +82,7 @@ def calibrate_workload(r, sc: Scenario, w: Workload) -> dict:
     all_levels = [lv for lv in levels.levels(w.kinds(driver.level_kinds)) if lv.kind not in driver.quiet_level_kinds]
     if not all_levels:
         rec["error"] = "no level of this workload expects answers: nothing to calibrate"
+        rec["skipped"] = True
         return rec
     workdir = r.out_dir / "calibration" / f"{sc.name}-{w.name}"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,26 @@ def _with_mix(cat, args):
     return [(sc, chosen + [mix(sc, impls, assignment)])]
 
 
+def _with_windows(selection, profile_name: str, duration: float | None, warmup: float | None):
+    """--duration / --warmup: the chosen profile's windows of every selected
+    scenario replaced (workloads' own durations for that profile included)."""
+    from dataclasses import replace as _replace
+    if duration is not None and not 0.5 <= duration <= 3600:
+        raise InputError(f"--duration: {duration:g} s is out of range (0.5 to 3,600)")
+    if warmup is not None and not 0 <= warmup <= 3600:
+        raise InputError(f"--warmup: {warmup:g} s is out of range (0 to 3,600)")
+    out = []
+    for sc, impls in selection:
+        lv = sc.profiles[profile_name]
+        lv = _replace(lv, duration_s=lv.duration_s if duration is None else duration,
+                      warmup_s=lv.warmup_s if warmup is None else warmup)
+        workloads = sc.workloads if duration is None else [
+            _replace(w, durations={k: v for k, v in w.durations.items() if k != profile_name})
+            for w in sc.workloads]
+        out.append((_replace(sc, profiles={**sc.profiles, profile_name: lv}, workloads=workloads), impls))
+    return out
+
+
 def _with_driver(selection, overrides: list[str]):
     """--driver OLD=NEW: every selected workload driven by OLD is driven by NEW
     instead (the same levels); the params NEW does not take are dropped and
@@ -205,6 +225,12 @@ def cmd_run(args, interop_only: bool = False, calibrate_only: bool = False) -> i
     for sc, _ in selection:
         if profile_name not in sc.profiles:
             raise InputError(f"{sc.manifest_path}: field 'profiles.{profile_name}': missing")
+    duration, warmup = getattr(args, "duration", None), getattr(args, "warmup", None)
+    if duration is not None or warmup is not None:
+        selection = _with_windows(selection, profile_name, duration, warmup)
+        if warmup is not None:
+            from dataclasses import replace as _replace
+            profile = _replace(profile, warmup_max_s=warmup)
     if interop_only:
         selection = [(sc, impls) for sc, impls in selection if sc.interop is not None]
         if not selection:
@@ -229,7 +255,8 @@ def cmd_run(args, interop_only: bool = False, calibrate_only: bool = False) -> i
                     progress=Progress(quiet=args.quiet), run_id=run_id, allow_uncapped=allow_uncapped,
                     keep_instance_files=getattr(args, "keep_instance_files", False),
                     calibrate=calibrate_only or not getattr(args, "no_calibrate", False),
-                    calibrate_only=calibrate_only)
+                    calibrate_only=calibrate_only,
+                    overrides={k: v for k, v in (("duration_s", duration), ("warmup_s", warmup)) if v is not None})
     try:
         if interop_only:
             cells = runner.interop_only()
@@ -488,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-calibrate", action="store_true",
                    help="skip measuring each load tool's ceiling against its reference null server "
                         "(no ceiling fractions, no client-limited flag)")
+    s.add_argument("--duration", type=float, metavar="S",
+                   help="every level's window (and a ramp step's hold) lasts S seconds instead of the profile's "
+                        "(a smoke run; recorded)")
+    s.add_argument("--warmup", type=float, metavar="S",
+                   help="warm up for S seconds at most (0: none) instead of until steady; recorded, and a "
+                        "warm-up cut short is reported as not steady")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("calibrate", help="each workload's load-tool ceiling against a reference null server "

@@ -125,7 +125,10 @@ def latency_time_chart(data: dict, scenario: str, workload: str) -> str | None:
         ax.set_title(f"{imp.get('name', '?')} at {m['level']['key']} (trial 1)", fontsize=9, loc="left")
         ax.legend(loc="upper right", fontsize=7)
     axes[-1, 0].set_xlabel("seconds since the level's first message")
-    fig.suptitle(f"{workload}: latency over time and the server's GC pauses", fontsize=10)
+    height = fig.get_figheight()
+    fig.suptitle(f"{workload}: latency over time and the server's GC pauses", fontsize=10,
+                 y=1 - 0.08 / height)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))      # no blank band under the title
     return _svg(fig)
 
 
@@ -247,14 +250,25 @@ def _cell(srow: dict | None, metric: str, nd: int = 1) -> dict:
 def hackday_table(data: dict, scenario: str, srows: list[dict], meta: dict) -> list[dict]:
     """The original write-up's comparison, measured: image size, memory idle and
     under load, CPU idle and under load, per language (medians over trials).
-    'Under load' is the first workload's first fixed-rate level (the same
-    offered load for everyone), else its highest concurrency."""
-    workloads = meta.get("workloads") or []
-    rate = [lv["key"] for lv in meta.get("levels", []) if lv["kind"] == "rate"]
-    closed = [lv["key"] for lv in meta.get("levels", []) if lv["kind"] == "concurrency"]
-    if not workloads or not (rate or closed):
+    'Under load' is the first fixed-rate level measured, in workload order
+    (the same offered load for everyone), else the first workload's highest
+    concurrency measured: a pair that was run (a workload may take only
+    some of the profile's level kinds)."""
+    workloads = [w["name"] for w in meta.get("workloads") or []]
+    kinds = {lv["key"]: lv["kind"] for lv in meta.get("levels", [])}
+    measured = {(r["workload"], r["level"]) for r in srows}
+    pick = None
+    for kind in ("rate", "concurrency"):
+        for wn in workloads:
+            keys = [k for k, kd in kinds.items() if kd == kind and (wn, k) in measured]
+            if keys:
+                pick = (wn, keys[0] if kind == "rate" else keys[-1])
+                break
+        if pick:
+            break
+    if pick is None:
         return []
-    w, level = workloads[0]["name"], (rate[0] if rate else closed[-1])
+    w, level = pick
     out = []
     for iid, rec in sorted(data["implementations"].items()):
         if rec.get("scenario") != scenario:

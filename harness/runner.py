@@ -123,6 +123,7 @@ class Runner:
     keep_instance_files: bool = False
     calibrate: bool = True          # measure each workload's driver ceiling before the scenario's servers
     calibrate_only: bool = False    # `langbench calibrate`: ceilings only, no implementation
+    overrides: dict = field(default_factory=dict)   # windows set on the command line (--duration, --warmup)
     # run state, not configuration: filled while the run goes
     live: dict = field(default_factory=dict, init=False)      # key -> running handle (stopped on any exit)
     builds: dict = field(default_factory=dict, init=False)    # implementation id -> BuildResult
@@ -177,7 +178,8 @@ class Runner:
             "runtime_info": {**self.runtime.describe(),
                              "selected": getattr(self.runtime, "selected", "explicit")},
             "profile_name": self.profile_name,
-            "profile": self.profile.to_json(), "trials": self.trials, "seed": self.seed,
+            "profile": self.profile.to_json(), "overrides": self.overrides, "trials": self.trials,
+            "seed": self.seed,
             "cpu_layout": {**self.layout.to_json(),
                            "note": "load tool and harness on 'client', server under test on 'server'"},
             "quota": {**quota, "allow_uncapped": self.allow_uncapped},

@@ -756,6 +756,12 @@ impl Conn {
             return;
         };
         ctx.inflight.set(ctx.inflight.get() - 1);
+        if ctx.inflight.get() == 0 && !ctx.scheduling.get() {
+            // open loop, schedule over: the connections waiting to close
+            for s in ctx.slots.borrow().iter() {
+                s.wake.notify_one();
+            }
+        }
         if op == plan.opcode() && ws::is_message(payload, &plan.pools, self.c, seq, plan.cfg.size, plan.cfg.text) {
             ctx.ok(t_sched, t_send, now);
         } else {
@@ -805,7 +811,10 @@ impl Conn {
             } else {
                 !ctx.scheduling.get() && slot.is_some_and(|s| s.queue.borrow().is_empty())
             };
-            if over && self.fifo.is_empty() {
+            // no connection closes before every echo of the run is in (or
+            // failed): 1,000 close handshakes at once would delay the last
+            // echoes of the others, an artefact in the final second's tail
+            if over && self.fifo.is_empty() && ctx.inflight.get() == 0 {
                 return End::Done;
             }
             if let Some(&(_, _, t_send)) = self.fifo.front() {
