@@ -18,11 +18,18 @@ def run_cli(*args, timeout: float = 3000):
     return subprocess.run([*LANGBENCH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+# The end-to-end runs' windows: every level 2 s, warm-up at most 1 s (the
+# tests check what is measured and how, not how fast; CI time is bounded).
+SHORT_WINDOWS = ("--duration", "2", "--warmup", "1")
+
+
 def quick_run(tmp_path_factory, scenario: str, runtime: str, *extra: str):
-    """A whole `langbench run SCENARIO --runtime RUNTIME --profile quick` into a
-    fresh folder; returns (completed process, results folder)."""
+    """A whole `langbench run SCENARIO --runtime RUNTIME --profile quick` with
+    short windows into a fresh folder; returns (completed process, results
+    folder)."""
     out = tmp_path_factory.mktemp(f"{scenario}-{runtime}") / "run"
-    proc = run_cli("run", scenario, "--runtime", runtime, "--profile", "quick", "--out", str(out), *extra)
+    proc = run_cli("run", scenario, "--runtime", runtime, "--profile", "quick", *SHORT_WINDOWS, "--out", str(out),
+                   *extra)
     print(proc.stderr[-8000:])
     return proc, out
 

@@ -512,7 +512,8 @@ LANGBENCH = [sys.executable, "-m", "harness.cli", "--root", str(ROOT)]
 
 def _start_run(out: Path) -> subprocess.Popen:
     return subprocess.Popen([*LANGBENCH, "run", "notes-grpc", "--impl", "go", "--runtime", "docker",
-                             "--profile", "quick", "--no-interop", "--no-report", "--out", str(out)],
+                             "--profile", "quick", "--no-interop", "--no-report", "--no-calibrate",
+                             "--workload", "unary", "--out", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -552,7 +553,8 @@ def test_a_killed_run_leaves_a_container_the_next_run_removes(dclient, tmp_path)
         proc.communicate(timeout=30)
     assert len(containers_of(dclient, run_id)) == 1        # the leftover
     nxt = subprocess.run([*LANGBENCH, "run", "notes-grpc", "--impl", "go", "--runtime", "docker",
-                          "--profile", "quick", "--no-interop", "--no-report", "--out", str(tmp_path / "next")],
+                          "--profile", "quick", "--duration", "2", "--warmup", "1", "--no-interop", "--no-report",
+                          "--no-calibrate", "--workload", "unary", "--out", str(tmp_path / "next")],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert containers_of(dclient, run_id) == [], nxt.stderr[-2000:]
     assert "removed leftover of a killed run: container" in nxt.stderr

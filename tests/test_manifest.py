@@ -142,6 +142,8 @@ def test_cli_list_json(mini_root):
     (["run", "no-such-scenario"], "unknown scenario 'no-such-scenario'"),
     (["run", "notes-grpc", "--impl", "cobol"], "unknown implementation 'cobol'"),
     (["report", "/nonexistent/run"], "no such results file"),
+    (["run", "notes-grpc", "--duration", "0.1"], "--duration: 0.1 s is out of range"),
+    (["run", "notes-grpc", "--warmup", "-1"], "--warmup: -1 s is out of range"),
 ])
 def test_cli_bad_input_exit_2(root, args, needle):
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "--root", str(root), *args],
@@ -155,3 +157,20 @@ def test_level_keys():
     assert Level("concurrency", 16).key == "c16"
     assert Level("rate", 500, concurrency=64).to_json() == {"kind": "rate", "value": 500, "key": "r500",
                                                             "concurrency": 64}
+
+
+def test_duration_and_warmup_replace_the_chosen_profile_windows(root):
+    """--duration/--warmup: the chosen profile's windows and the workloads'
+    own durations for it are replaced; other profiles are left alone."""
+    from harness.cli import _with_windows
+    sel = discover(root).select(["ws-echo"], None)
+    (sc, _), = _with_windows(sel, "quick", 2.0, 1.0)
+    q = sc.profiles["quick"]
+    assert (q.duration_s, q.warmup_s) == (2.0, 1.0)
+    tail = sc.workload("tail")
+    assert tail.duration_s("quick", q.duration_s) == 2.0
+    assert tail.duration_s("standard", 6) == 20            # the standard profile's own, untouched
+    assert sc.profiles["standard"].duration_s == sel[0][0].profiles["standard"].duration_s
+    (sc, _), = _with_windows(sel, "quick", None, 0.0)
+    assert sc.profiles["quick"].duration_s == sel[0][0].profiles["quick"].duration_s
+    assert sc.profiles["quick"].warmup_s == 0.0 and sc.workload("tail").duration_s("quick", 4) == 5

@@ -136,3 +136,25 @@ def test_cli_results_and_report(tmp_path):
     subprocess.run([sys.executable, "-m", "harness.cli", "report", str(store.dir), "-o", str(rep)], check=True,
                    capture_output=True)
     assert rep.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_original_comparison_takes_a_workload_and_level_that_were_run():
+    """'Under load' is the first rate level measured in workload order, else
+    the first workload's highest concurrency: never a pair no workload ran
+    (ws-echo's echo workloads are closed loop, its rate level is tail's)."""
+    from harness.report import hackday_table
+    data = {"implementations": {"s/go": {"scenario": "s", "name": "go", "language": "go", "status": "ok"}},
+            "instances": [], "measurements": []}
+    meta = {"workloads": [{"name": "echo-2k"}, {"name": "ramp"}, {"name": "tail"}],
+            "levels": [{"key": "c100", "kind": "concurrency"}, {"key": "c400", "kind": "concurrency"},
+                       {"key": "r2000", "kind": "rate"}, {"key": "n1000", "kind": "connections"}]}
+
+    def row(w, lv, rps):
+        return {"implementation": "go", "workload": w, "level": lv, "rps_median": rps, "idle_rss_mb_median": 1,
+                "rss_mb_median": 2, "idle_cpu_cores_median": 0, "cpu_cores_median": 0.5}
+    srows = [row("echo-2k", "c100", 10), row("echo-2k", "c400", 40), row("tail", "r2000", 2000)]
+    got = hackday_table(data, "s", srows, meta)[0]
+    assert (got["workload"], got["level"], got["rps"]) == ("tail", "r2000", 2000)
+    got = hackday_table(data, "s", srows[:2], meta)[0]
+    assert (got["workload"], got["level"], got["rps"]) == ("echo-2k", "c400", 40)
+    assert hackday_table(data, "s", [], meta) == []

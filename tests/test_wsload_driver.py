@@ -206,9 +206,16 @@ def test_ramp_against_ws_null_holds_every_step(ws_null):
 
 class BadEcho:
     """A WebSocket server of this test (raw asyncio): echoes, but corrupts
-    every 10th message of a connection, and closes with 1011 after 55."""
+    every 10th message of a connection, and closes with 1011 after 55; or
+    (`slow_first_s`) echoes faithfully, the first connection's echoes each
+    `slow_first_s` late, noting when close frames arrive and when the last
+    echo went out."""
 
-    def __init__(self):
+    def __init__(self, slow_first_s: float = 0.0):
+        self.slow_first_s = slow_first_s
+        self.conns = 0
+        self.close_times: list[float] = []
+        self.last_echo = 0.0
         self.port = _free_port()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -229,6 +236,8 @@ class BadEcho:
         w.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
         n = 0
+        self.conns += 1
+        slow = self.slow_first_s if self.conns == 1 else 0.0
         try:
             while True:
                 b0, b1 = await r.readexactly(2)
@@ -243,20 +252,25 @@ class BadEcho:
                     data[i] ^= key[i % 4]
                 op = b0 & 0x0F
                 if op == 0x8:
+                    self.close_times.append(time.monotonic())
                     w.write(b"\x88\x02" + bytes(data[:2]))
                     await w.drain()
                     break
                 n += 1
-                if n == 56:
+                if self.slow_first_s:
+                    if slow:
+                        await asyncio.sleep(slow)
+                elif n == 56:
                     w.write(b"\x88\x02" + struct.pack(">H", 1011))
                     await w.drain()
                     await r.read()
                     break
-                if n % 10 == 0:
+                if n % 10 == 0 and not self.slow_first_s:
                     data[-1] ^= 1
                 hdr = bytes([0x80 | op]) + (bytes([ln]) if ln < 126 else b"\x7e" + struct.pack(">H", ln))
                 w.write(hdr + bytes(data))
                 await w.drain()
+                self.last_echo = time.monotonic()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -287,6 +301,19 @@ def test_wrong_echoes_and_server_closes_are_counted_exactly():
     assert r["ok"] + r["errors"] == r["count"]
     res = WS.parse(r, Level("concurrency", 1))
     assert "echoes were not what was sent" in res.problem
+
+
+def test_no_connection_closes_before_the_last_echo_is_in():
+    """Open loop over 4 connections, the first one's echoes 0.4 s late: the
+    other three must not start their close handshakes while its last echo
+    is still on the way (a burst of closes would delay the final echoes of
+    a real run and show as a tail in its last second)."""
+    with BadEcho(slow_first_s=0.4) as srv:
+        r = _wsload("--target", f"127.0.0.1:{srv.port}", "--connections", "4", "--rate", "40", "--duration", "1",
+                    "--size", "64")
+    assert r["ok"] == r["sent"] == 40 and r["errors"] == 0, r
+    assert len(srv.close_times) == 4
+    assert min(srv.close_times) >= srv.last_echo, (srv.close_times, srv.last_echo)
 
 
 def test_wsecho_fails_a_server_that_does_not_follow_the_contract(ws_null):

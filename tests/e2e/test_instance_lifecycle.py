@@ -14,7 +14,7 @@ import pytest
 from harness import results
 from harness.limits import nofile_target
 
-from ..conftest import ROOT, langbench_processes
+from ..conftest import ROOT, SHORT_WINDOWS, langbench_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -102,8 +102,8 @@ def project(tmp_path_factory):
 def test_instance_folder_nofile_and_after_stop(project, tmp_path, runtime):
     root, cli = project
     out = tmp_path / "run"
-    proc = subprocess.run([*cli, "run", "stopfile", "--runtime", runtime, "--profile", "quick",
-                           "--out", str(out), "--no-report", "--no-interop"],
+    proc = subprocess.run([*cli, "run", "stopfile", "--runtime", runtime, "--profile", "quick", *SHORT_WINDOWS,
+                           "--out", str(out), "--no-report", "--no-interop", "--no-calibrate"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 1, proc.stderr[-3000:]        # the silent variant fails
     data = results.load(out)
@@ -155,7 +155,7 @@ def test_two_nodes_with_a_node_killed_under_load(duo, tmp_path, runtime):
     root, cli = duo
     out = tmp_path / "run"
     proc = subprocess.run([*cli, "run", "duo", "--runtime", runtime, "--profile", "quick", "--out", str(out),
-                           "--no-report", "--no-interop"], capture_output=True, text=True, timeout=900)
+                           "--no-report", "--no-interop", "--no-calibrate"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = results.load(out)
     inst = data["instances"][0]

@@ -9,7 +9,7 @@ import pytest
 
 from harness import results
 
-from ..conftest import ROOT, langbench_processes
+from ..conftest import ROOT, SHORT_WINDOWS, langbench_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def test_new_scenario_scaffold_runs(tmp_path):
     out = tmp_path / "run"
     # the Rust and Scala skeletons build the same way; Python and Go keep this test short
     proc = subprocess.run([*cli, "run", "hello-http", "--impl", "python", "--impl", "go", "--runtime", "process",
-                           "--profile", "quick", "--out", str(out), "--no-report"],
+                           "--profile", "quick", *SHORT_WINDOWS, "--out", str(out), "--no-report"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = results.flat_rows(results.load(out))
