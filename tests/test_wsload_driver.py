@@ -97,7 +97,7 @@ def test_command_lines_from_the_ws_echo_workloads(monkeypatch):
                       duration_s=8, cpus=[0], out_file=out)
     v = _val(argv)
     assert argv[0] == "/x/wsload" and v["--connections"] == "1000" and v["--size"] == "8192"
-    assert v["--kind"] == "binary" and v["--inflight"] == "1" and v["--duration"] == "8" and "--rate" not in v
+    assert v["--kind"] == "binary" and v["--inflight"] == "16" and v["--duration"] == "8" and "--rate" not in v
     argv = WS.command(target="127.0.0.1:9", workload=sc.workload("tail"), level=Level("rate", 5000, concurrency=16),
                       duration_s=30, cpus=[0], out_file=out)
     v = _val(argv)
