@@ -39,34 +39,36 @@ NET_TCP_INUSE = "net_tcp_inuse"     # gauge: TCP sockets (IPv4 + IPv6) in use in
 NET_TCP_MEM = "net_tcp_mem_bytes"   # gauge: ... and the kernel memory of their buffers (bytes)
 
 
+def _sockstat_fields(text: str, prefix: str) -> dict[str, str] | None:
+    """The `name value` pairs of one /proc/net/sockstat(6) line (`TCP:`,
+    `TCP6:`); None without that line."""
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            f = line.split()[1:]
+            return dict(zip(f[::2], f[1::2]))
+    return None
+
+
 def sockstat_tcp(text: str, page_bytes: int) -> tuple[int, int] | None:
     """(TCP sockets in use, TCP buffer memory in bytes) from a
     /proc/net/sockstat text: its line `TCP: inuse N orphan N tw N alloc N mem
     PAGES` (mem counts pages); None without that line."""
-    for line in text.splitlines():
-        if line.startswith("TCP:"):
-            f = line.split()[1:]
-            kv = dict(zip(f[::2], f[1::2]))
-            try:
-                return int(kv["inuse"]), int(kv["mem"]) * page_bytes
-            except (KeyError, ValueError):
-                return None
-    return None
+    kv = _sockstat_fields(text, "TCP:")
+    try:
+        return (int(kv["inuse"]), int(kv["mem"]) * page_bytes) if kv is not None else None
+    except (KeyError, ValueError):
+        return None
 
 
 def sockstat6_tcp(text: str) -> int | None:
     """TCP6 sockets in use from a /proc/net/sockstat6 text (`TCP6: inuse N`;
     a JVM's sockets are IPv6 ones even on 127.0.0.1). The buffer memory of
     sockstat's TCP line covers both families."""
-    for line in text.splitlines():
-        if line.startswith("TCP6:"):
-            f = line.split()[1:]
-            kv = dict(zip(f[::2], f[1::2]))
-            try:
-                return int(kv["inuse"])
-            except (KeyError, ValueError):
-                return None
-    return None
+    kv = _sockstat_fields(text, "TCP6:")
+    try:
+        return int(kv["inuse"]) if kv is not None else None
+    except (KeyError, ValueError):
+        return None
 
 
 def gauge_mean(samples: list["Sample"], key: str) -> float | None:
