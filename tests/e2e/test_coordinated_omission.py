@@ -14,7 +14,12 @@ returns, then go out at once, each fast. Measured from when each call was
 *due*, that second holds latencies 200-phi, 190-phi, ..., 10-phi ms and about
 zero for the other 80 calls. About 600 calls, 90% of them answered OK:
 
-- corrected max: 200 - phi, in [190, 200] ms;
+- corrected max: 200 - phi, in [190, 200] ms; but when the first call due
+  in a stall is one of the failing tenths it answers at once and the next
+  one, 10 ms later, waits longest: 190 - phi. At 100 calls/s the tenths
+  fall at the same place every second, so that happens in every stall of
+  the run or in none (about one run in ten; seen: max 184.0 ms): in
+  [180, 200];
 - corrected p99 (about the 6th largest OK call): the stalled call of the 5th or
   6th stall, or the next one of a stall: in [180, 200] when none of those
   calls is one of the failing tenths; a failed call answers at once and takes
@@ -116,8 +121,8 @@ def test_corrected_percentiles_match_the_hand_computed_ones(root, stalling_serve
     total = res.ok_count + res.errors
     assert 570 <= total <= 601 and abs(res.errors - total / 10) <= 2        # every 10th call failed
     corr, raw = res.latency_ms, res.latency_uncorrected_ms
-    assert 185 <= raw["max"] <= 230                  # each second's stalled call, measured both ways
-    assert 185 <= corr["max"] <= 230, corr           # ~400 ms if the end timestamps were taken for starts
+    assert 175 <= raw["max"] <= 230                  # each second's stalled call, measured both ways
+    assert 175 <= corr["max"] <= 230, corr           # ~400 ms if the end timestamps were taken for starts
     assert raw["p90"] < 30                           # 1.1% of OK calls stall: the raw p90 misses them all
     assert 150 <= corr["p99"] <= 230, corr
     assert 75 <= corr["p90"] <= 140, corr
