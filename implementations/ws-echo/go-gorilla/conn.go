@@ -81,7 +81,8 @@ var shutdownClose = websocket.FormatCloseMessage(websocket.CloseGoingAway, "serv
 
 func (s *server) connect(w http.ResponseWriter, r *http.Request) {
 	// On failure gorilla has already answered (400, 403, 405...).
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	// batchHijack: the echoes of one read batch go out in one write.
+	ws, err := s.upgrader.Upgrade(batchHijack{w}, r, nil)
 	if err != nil {
 		return
 	}

@@ -73,7 +73,8 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /connect", func(w http.ResponseWriter, r *http.Request) {
 		// On failure gws has already answered 400 and closed the connection.
-		socket, err := upgrader.Upgrade(w, r)
+		// batchHijack: the echoes of one read batch go out in one write.
+		socket, err := upgrader.Upgrade(batchHijack{w}, r)
 		if err != nil {
 			return
 		}

@@ -30,6 +30,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ READ_BUFFER = 4 << 10         # picows' initial read buffer per connection (doub
 WRITE_LIMIT = (32 << 10, 8 << 10)   # transport write buffer: reading paused above 32 KiB until 8 KiB
 COPY_ABOVE = 8192             # echo payloads above this are copied out of the read buffer (see echo)
 BACKLOG = 1024                # listen() backlog
+CORK = True                   # the echoes of one read go out together (see EchoListener.echo)
 SHUTDOWN_S = 3.5              # after SIGTERM: close every connection (1001) within this
 KILL_AFTER_S = 4.5            # the supervisor's hard limit for its workers
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -115,13 +117,15 @@ def run_worker(index: int, workers: int) -> int:
 
     class EchoListener(WSListener):
         __slots__ = ("transport", "last_frame", "next_ping", "timer", "frag_type", "frag",
-                     "close_timer")
+                     "close_timer", "sock", "corked")
 
         def on_ws_connected(self, transport) -> None:
             self.transport = transport
             self.frag_type = None       # the type of the fragmented message in progress
             self.frag = None            # its payload so far (bytearray)
             self.close_timer = None
+            self.sock = transport.underlying_transport.get_extra_info("socket")
+            self.corked = False
             transport.underlying_transport.set_write_buffer_limits(*WRITE_LIMIT)
             now = loop.time()
             self.last_frame = now
@@ -184,7 +188,30 @@ def run_worker(index: int, workers: int) -> int:
                     str(payload, "utf-8")
                 except UnicodeDecodeError as exc:
                     return self.fail(WSCloseCode.INVALID_TEXT, f"invalid UTF-8 at {exc.start}")
+            if CORK and not self.corked:
+                self.cork()
             self.transport.send(msg_type, payload)
+
+        def cork(self) -> None:
+            """picows hands every frame to uvloop, which writes it at once
+            (one send(2), and on loopback the peer's receive path, per echo).
+            TCP_CORK holds the segments back until the echoes of the frames
+            this read brought in are written; the uncork runs once picows has
+            handed them all over (call_soon: after this read's callbacks) and
+            sends them together."""
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            except OSError:
+                return                  # the socket is closing: nothing to hold back
+            self.corked = True
+            loop.call_soon(self.uncork)
+
+        def uncork(self) -> None:
+            self.corked = False
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            except OSError:
+                pass
 
         def fail(self, code, reason: str) -> None:
             """Close frame with code, then the TCP close (picows' own way for

@@ -31,6 +31,7 @@ import http
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ OPEN_TIMEOUT_S = 10.0         # TCP accept to the end of the opening handshake
 MAX_QUEUE = (16, 4)           # received frames not yet read by the handler: pause / resume reading
 WRITE_LIMIT = (32 << 10, 8 << 10)   # transport write buffer: send() waits above 32 KiB until 8 KiB
 BACKLOG = 1024                # listen() backlog
+CORK = True                   # the echoes of one read go out together (see EchoConnection.cork)
 SHUTDOWN_S = 3.5              # after SIGTERM: close every connection (1001) within this
 KILL_AFTER_S = 4.5            # the supervisor's hard limit for its workers
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -106,6 +108,31 @@ def run_worker(index: int, workers: int) -> int:
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.last_received = self.loop.time()
+            self.corked = False
+
+        def cork(self) -> None:
+            """websockets hands every frame to uvloop, which writes it at once
+            (one send(2), and on loopback the peer's receive path, per echo).
+            TCP_CORK holds the segments back while the handler echoes the
+            messages already received; the uncork runs once it waits for the
+            next one (call_soon: after the handler's turn) and sends them
+            together."""
+            if self.corked:
+                return
+            sock = self.transport.get_extra_info("socket")
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            except OSError:
+                return                  # the socket is closing: nothing to hold back
+            self.corked = True
+            self.loop.call_soon(self.uncork, sock)
+
+        def uncork(self, sock) -> None:
+            self.corked = False
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            except OSError:
+                pass
 
         def data_received(self, data: bytes) -> None:
             self.last_received = self.loop.time()
@@ -143,6 +170,8 @@ def run_worker(index: int, workers: int) -> int:
         # a str as text and bytes as binary, so the type is kept.
         try:
             async for message in ws:
+                if CORK:
+                    ws.cork()
                 await ws.send(message)
         except ConnectionClosed:
             # A protocol error, a broken connection: the library has closed it

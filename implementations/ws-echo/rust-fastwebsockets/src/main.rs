@@ -13,6 +13,8 @@
 //! from the client are answered here (auto_pong and auto_close off: their
 //! answers would have to be written from inside the pending read); the close
 //! frames that go with refused input (1007, 1009, 1002) are sent here too.
+//! The write half is a gathering writer (`Coalesce`): the answers to the
+//! messages one read brought in go out with one write(2).
 //!
 //! Runtime: one current_thread tokio runtime per CPU (LANGBENCH_CPUS), each
 //! with its own listener (SO_REUSEPORT when there are several), serving its
@@ -23,9 +25,12 @@
 //! rarely.
 
 use std::convert::Infallible;
-use std::io::{self, Cursor};
+use std::future::{Future, poll_fn};
+use std::io::{self, Cursor, IoSlice};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use fastwebsockets::upgrade::{UpgradeFut, is_upgrade_request};
@@ -49,6 +54,10 @@ use tokio_util::task::TaskTracker;
 
 /// The contract's message size limit: a larger message closes with 1009.
 const MAX_MESSAGE: usize = 1 << 20;
+/// Frames written between two flushes are gathered up to this size (one
+/// write(2) per read batch); a batch that grows past it is written as it
+/// grows.
+const WRITE_BUFFER: usize = 16 << 10;
 /// A ping to every connection this often.
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// A connection from which nothing arrived for this long is closed.
@@ -66,7 +75,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const LISTEN_BACKLOG: u32 = 4096;
 /// The start line's summary of the settings.
-const SETTINGS: &str = "one current_thread runtime per CPU; fastwebsockets 0.10: max message 1 MiB, ping every 5 s, close after 15 s of silence";
+const SETTINGS: &str = "one current_thread runtime per CPU; fastwebsockets 0.10: max message 1 MiB, echoes of a read batch flushed together (write buffer 16 KiB), ping every 5 s, close after 15 s of silence";
 
 fn log(msg: std::fmt::Arguments) {
     eprintln!("ws-echo-server: {msg}");
@@ -353,11 +362,92 @@ async fn take_over(fut: UpgradeFut, stop: CancellationToken) {
     drop(parts.read_buf);
     let refused = {
         let (r, w) = tcp.split();
-        let (rd, wr) = after_handshake_split(Cursor::new(early).chain(r), w, Role::Server);
+        let (rd, wr) = after_handshake_split(Cursor::new(early).chain(r), Coalesce::new(w), Role::Server);
         session(rd, wr, stop).await
     };
     if refused {
         linger(&mut tcp).await;
+    }
+}
+
+// ------------------------------------------------------------------ output
+
+/// The write half under fastwebsockets' writer: frames are gathered in a
+/// buffer that is allocated at the first write (an idle connection holds
+/// none) and written out by `flush`, or as soon as they would take it past
+/// WRITE_BUFFER; a frame of WRITE_BUFFER or more is written straight
+/// through. tokio's BufWriter would allocate its whole capacity for every
+/// connection up front.
+struct Coalesce<W> {
+    inner: W,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written (a flush cut short by a full socket
+    /// carries on from here).
+    done: usize,
+}
+
+impl<W: AsyncWrite + Unpin> Coalesce<W> {
+    fn new(inner: W) -> Self {
+        Coalesce {
+            inner,
+            buf: Vec::new(),
+            done: 0,
+        }
+    }
+
+    /// Writes out what is gathered (not flushing the socket itself).
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.done < self.buf.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.done..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.done += n;
+        }
+        self.buf.clear();
+        self.done = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Coalesce<W> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(data)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        parts: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if this.buf.len() + len > WRITE_BUFFER {
+            ready!(this.poll_drain(cx))?;
+        }
+        if len >= WRITE_BUFFER {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, parts);
+        }
+        for p in parts {
+            this.buf.extend_from_slice(p);
+        }
+        Poll::Ready(Ok(len))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -426,10 +516,21 @@ async fn next_message<S: AsyncRead + Unpin>(
     (rx, res)
 }
 
-/// Writes one frame; false when the connection is gone or the client has not
-/// read for WRITE_TIMEOUT.
-async fn send<W: AsyncWrite + Unpin>(wr: &mut WebSocketWrite<W>, frame: Frame<'_>) -> bool {
+/// Queues one frame (written with the batch's flush, or at once when the
+/// gathered output passes WRITE_BUFFER); false when the connection is gone
+/// or the client has not read for WRITE_TIMEOUT.
+async fn queue<W: AsyncWrite + Unpin>(wr: &mut WebSocketWrite<W>, frame: Frame<'_>) -> bool {
     matches!(timeout(WRITE_TIMEOUT, wr.write_frame(frame)).await, Ok(Ok(())))
+}
+
+/// Writes out everything queued; false as for `queue`.
+async fn flush<W: AsyncWrite + Unpin>(wr: &mut WebSocketWrite<W>) -> bool {
+    matches!(timeout(WRITE_TIMEOUT, wr.flush()).await, Ok(Ok(())))
+}
+
+/// Writes one frame and everything queued before it.
+async fn send<W: AsyncWrite + Unpin>(wr: &mut WebSocketWrite<W>, frame: Frame<'_>) -> bool {
+    queue(wr, frame).await && flush(wr).await
 }
 
 /// The session; true when it ended with a refusal (our close frame sent),
@@ -457,43 +558,67 @@ where
     let stopped = stop.cancelled();
     tokio::pin!(read, silence, stopped);
 
-    let end = loop {
+    let end = 'session: loop {
         tokio::select! {
             (rx, res) = read.as_mut() => {
-                let frame = match res {
-                    Ok(frame) => frame,
-                    Err(e) => match refusal(&e) {
-                        Some((code, reason)) => break End::Refused(code, reason),
-                        None => return false,
-                    },
-                };
-                last_seen = Instant::now();
-                match frame.opcode {
-                    OpCode::Text | OpCode::Binary => {
-                        // The collector bounds each frame, not the sum of a
-                        // fragmented message's frames.
-                        if frame.payload.len() > MAX_MESSAGE {
-                            break End::Refused(1009, "message too big");
+                // A read batch: this message and every one already readable
+                // (buffered, or in the socket) are handled and their answers
+                // queued, then flushed together, as Netty's flush on
+                // channelReadComplete does. The batch ends where the read
+                // would wait, or where tokio's cooperative budget (128
+                // socket operations per task turn) makes the socket answer
+                // Pending, so one busy connection cannot hold the runtime.
+                let (mut rx, mut res) = (rx, res);
+                loop {
+                    let frame = match res {
+                        Ok(frame) => frame,
+                        Err(e) => match refusal(&e) {
+                            // The answers queued so far go out before the close.
+                            Some((code, reason)) => break 'session End::Refused(code, reason),
+                            None => return false,
+                        },
+                    };
+                    last_seen = Instant::now();
+                    match frame.opcode {
+                        OpCode::Text | OpCode::Binary => {
+                            // The collector bounds each frame, not the sum of
+                            // a fragmented message's frames.
+                            if frame.payload.len() > MAX_MESSAGE {
+                                break 'session End::Refused(1009, "message too big");
+                            }
+                            if !queue(&mut wr, Frame::new(true, frame.opcode, None, frame.payload)).await {
+                                return false;
+                            }
                         }
-                        if !send(&mut wr, Frame::new(true, frame.opcode, None, frame.payload)).await {
+                        OpCode::Ping => {
+                            if !queue(&mut wr, Frame::pong(frame.payload)).await {
+                                return false;
+                            }
+                        }
+                        OpCode::Close => {
+                            // Answered behind the queued echoes, then dropping
+                            // the halves closes TCP from this side.
+                            let code = close_answer(&frame.payload);
+                            let _ = send(&mut wr, Frame::close(code, b"")).await;
                             return false;
                         }
+                        OpCode::Pong | OpCode::Continuation => {}
                     }
-                    OpCode::Ping => {
-                        if !send(&mut wr, Frame::pong(frame.payload)).await {
-                            return false;
+                    read.set(next_message(rx));
+                    // One poll of the next read, in this task's context: a
+                    // message already readable comes back Ready; Pending
+                    // leaves the read registered for the select! above.
+                    match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+                        Poll::Ready((next_rx, next_res)) => {
+                            rx = next_rx;
+                            res = next_res;
                         }
+                        Poll::Pending => break,
                     }
-                    OpCode::Close => {
-                        // Answered, then dropping the halves closes TCP from
-                        // this side.
-                        let code = close_answer(&frame.payload);
-                        let _ = send(&mut wr, Frame::close(code, b"")).await;
-                        return false;
-                    }
-                    OpCode::Pong | OpCode::Continuation => {}
                 }
-                read.set(next_message(rx));
+                if !flush(&mut wr).await {
+                    return false;
+                }
             }
             _ = ping.tick() => {
                 if !send(&mut wr, Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]))).await {

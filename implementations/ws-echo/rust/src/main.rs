@@ -10,7 +10,9 @@
 //! ticker, the 15 s silence deadline and the shutdown token. tungstenite
 //! reassembles fragments, validates UTF-8, enforces the 1 MiB limit and
 //! answers pings and closes; its errors only end the stream, so the close
-//! frame that goes with them (1007, 1009, 1002) is sent here.
+//! frame that goes with them (1007, 1009, 1002) is sent here. The echoes of
+//! the messages one read brought in are queued and flushed together (one
+//! write(2) a batch instead of one an echo).
 //!
 //! Runtime: one current_thread tokio runtime per CPU (LANGBENCH_CPUS), each
 //! with its own listener (SO_REUSEPORT when there are several), serving its
@@ -25,7 +27,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::header::{
     CONNECTION, HeaderMap, HeaderName, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_VERSION, UPGRADE,
@@ -55,9 +57,14 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// tungstenite's read buffer: allocated (and zeroed) for every connection,
 /// it is also the most one read(2) takes.
 const READ_BUFFER: usize = 8 << 10;
+/// Echoes of one read batch are queued and written together (one write(2)
+/// when the batch is done); a batch that grows past this is written as it
+/// grows, so a connection's queued output stays near this size plus a frame.
+const WRITE_BUFFER: usize = 16 << 10;
 /// Queued output beyond which a write fails (backpressure bound): one
-/// maximal echo plus control frames; every echo is flushed before the next
-/// read, so it is never reached by a well-behaved client.
+/// maximal echo plus control frames on top of a batch; every batch is
+/// flushed before the next wait for input, so it is never reached by a
+/// well-behaved client.
 const MAX_WRITE_BUFFER: usize = 2 << 20;
 /// A ping to every connection this often.
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -76,7 +83,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const LISTEN_BACKLOG: u32 = 4096;
 /// The start line's summary of the settings.
-const SETTINGS: &str = "one current_thread runtime per CPU; tokio-tungstenite 0.30: read buffer 8 KiB, max message and frame 1 MiB, ping every 5 s, close after 15 s of silence";
+const SETTINGS: &str = "one current_thread runtime per CPU; tokio-tungstenite 0.30: read buffer 8 KiB, echoes of a read batch flushed together (write buffer 16 KiB), max message and frame 1 MiB, ping every 5 s, close after 15 s of silence";
 
 fn log(msg: std::fmt::Arguments) {
     eprintln!("ws-echo-server: {msg}");
@@ -122,9 +129,9 @@ impl Config {
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        // No write coalescing: every frame goes to the socket when it is
-        // written (each echo is flushed at once anyway).
-        .write_buffer_size(0)
+        // Write coalescing up to WRITE_BUFFER: the echoes of the messages
+        // one read brought in are flushed together (see `session`).
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
@@ -436,6 +443,47 @@ async fn send(ws: &mut WebSocketStream<TcpStream>, msg: Message) -> bool {
     matches!(timeout(WRITE_TIMEOUT, ws.send(msg)).await, Ok(Ok(())))
 }
 
+/// What one frame read asks of the session.
+enum Step {
+    /// Carry on reading.
+    Next,
+    /// The connection is gone, or closed by the client and answered.
+    Gone,
+    /// The session ends with our close frame.
+    Refuse(CloseCode, &'static str),
+}
+
+/// Handles one item of the stream; an echo is queued (`feed`), not flushed.
+async fn handle(ws: &mut WebSocketStream<TcpStream>, item: Option<Result<Message, WsError>>) -> Step {
+    match item {
+        Some(Ok(msg)) => match msg {
+            Message::Text(_) | Message::Binary(_) => {
+                // Written to the socket only when the queue passes
+                // WRITE_BUFFER; the batch's flush writes the rest.
+                match timeout(WRITE_TIMEOUT, ws.feed(msg)).await {
+                    Ok(Ok(())) => Step::Next,
+                    _ => Step::Gone,
+                }
+            }
+            // tungstenite has queued the pong: the batch's flush (or the
+            // next read) writes it.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Step::Next,
+            Message::Close(_) => {
+                // tungstenite has queued the answer (the same code and
+                // reason) behind the echoes; flushing it ends the session,
+                // and dropping the stream closes TCP from this side.
+                let _ = timeout(WRITE_TIMEOUT, ws.flush()).await;
+                Step::Gone
+            }
+        },
+        Some(Err(e)) => match refusal(&e) {
+            Some((code, reason)) => Step::Refuse(code, reason),
+            None => Step::Gone,
+        },
+        None => Step::Gone,
+    }
+}
+
 async fn session(mut ws: WebSocketStream<TcpStream>, stop: CancellationToken) {
     let start = Instant::now();
     let mut ping = tokio::time::interval_at(start + PING_EVERY, PING_EVERY);
@@ -448,35 +496,36 @@ async fn session(mut ws: WebSocketStream<TcpStream>, stop: CancellationToken) {
     let stopped = stop.cancelled();
     tokio::pin!(silence, stopped);
 
-    let end = loop {
+    let end = 'session: loop {
         tokio::select! {
-            item = ws.next() => match item {
-                Some(Ok(msg)) => {
-                    last_seen = Instant::now();
-                    match msg {
-                        Message::Text(_) | Message::Binary(_) => {
-                            if !send(&mut ws, msg).await {
-                                return;
-                            }
-                        }
-                        // tungstenite has queued the pong: the next read
-                        // (at once, next turn) writes it.
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                        Message::Close(_) => {
-                            // tungstenite has queued the answer (the same code
-                            // and reason); flushing it ends the session, and
-                            // dropping the stream closes TCP from this side.
-                            let _ = timeout(WRITE_TIMEOUT, ws.flush()).await;
-                            return;
-                        }
+            item = ws.next() => {
+                // A read batch: this frame and every one already readable
+                // (buffered, or in the socket) are handled, their echoes
+                // queued, then flushed together, as Netty's flush on
+                // channelReadComplete does. The batch ends where a read
+                // would wait, or where tokio's cooperative budget (128
+                // socket operations per task turn) makes the socket answer
+                // Pending, so one busy connection cannot hold the runtime.
+                let mut item = item;
+                loop {
+                    if matches!(item, Some(Ok(_))) {
+                        last_seen = Instant::now();
+                    }
+                    match handle(&mut ws, item).await {
+                        Step::Next => {}
+                        Step::Gone => return,
+                        // The echoes queued so far go out before the close.
+                        Step::Refuse(code, reason) => break 'session End::Refused(code, reason),
+                    }
+                    match ws.next().now_or_never() {
+                        Some(next) => item = next,
+                        None => break,
                     }
                 }
-                Some(Err(e)) => match refusal(&e) {
-                    Some((code, reason)) => break End::Refused(code, reason),
-                    None => return,
-                },
-                None => return,
-            },
+                if !matches!(timeout(WRITE_TIMEOUT, ws.flush()).await, Ok(Ok(()))) {
+                    return;
+                }
+            }
             _ = ping.tick() => {
                 if !send(&mut ws, Message::Ping(Bytes::new())).await {
                     return;
