@@ -12,7 +12,7 @@ import (
 // batchLimit bounds the output one connection gathers between two reads;
 // a write that would take it past this goes out at once, and a frame of
 // this size or more is written straight through.
-const batchLimit = 16 << 10
+const batchLimit = 64 << 10
 
 // batchBufs lends the gathering buffers: a connection holds one only
 // between its first queued write and the next flush, so an idle connection

@@ -57,7 +57,7 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// Frames written between two flushes are gathered up to this size (one
 /// write(2) per read batch); a batch that grows past it is written as it
 /// grows.
-const WRITE_BUFFER: usize = 16 << 10;
+const WRITE_BUFFER: usize = 64 << 10;
 /// A ping to every connection this often.
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// A connection from which nothing arrived for this long is closed.
@@ -75,7 +75,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const LISTEN_BACKLOG: u32 = 4096;
 /// The start line's summary of the settings.
-const SETTINGS: &str = "one current_thread runtime per CPU; fastwebsockets 0.10: max message 1 MiB, echoes of a read batch flushed together (write buffer 16 KiB), ping every 5 s, close after 15 s of silence";
+const SETTINGS: &str = "one current_thread runtime per CPU; fastwebsockets 0.10: max message 1 MiB, echoes of a read batch flushed together (write buffer 64 KiB), ping every 5 s, close after 15 s of silence";
 
 fn log(msg: std::fmt::Arguments) {
     eprintln!("ws-echo-server: {msg}");

@@ -60,7 +60,7 @@ const READ_BUFFER: usize = 8 << 10;
 /// Echoes of one read batch are queued and written together (one write(2)
 /// when the batch is done); a batch that grows past this is written as it
 /// grows, so a connection's queued output stays near this size plus a frame.
-const WRITE_BUFFER: usize = 16 << 10;
+const WRITE_BUFFER: usize = 64 << 10;
 /// Queued output beyond which a write fails (backpressure bound): one
 /// maximal echo plus control frames on top of a batch; every batch is
 /// flushed before the next wait for input, so it is never reached by a
@@ -83,7 +83,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const LISTEN_BACKLOG: u32 = 4096;
 /// The start line's summary of the settings.
-const SETTINGS: &str = "one current_thread runtime per CPU; tokio-tungstenite 0.30: read buffer 8 KiB, echoes of a read batch flushed together (write buffer 16 KiB), max message and frame 1 MiB, ping every 5 s, close after 15 s of silence";
+const SETTINGS: &str = "one current_thread runtime per CPU; tokio-tungstenite 0.30: read buffer 8 KiB, echoes of a read batch flushed together (write buffer 64 KiB), max message and frame 1 MiB, ping every 5 s, close after 15 s of silence";
 
 fn log(msg: std::fmt::Arguments) {
     eprintln!("ws-echo-server: {msg}");
