@@ -221,7 +221,15 @@ def _fmt(v, nd=1):
     if isinstance(v, float):
         if abs(v) >= 100:
             return f"{v:,.0f}"
-        return f"{v:.{nd}f}" if abs(v) >= 1 else f"{v:.{max(nd, 3)}f}".rstrip("0").rstrip(".") or "0"
+        if abs(v) >= 1:
+            return f"{v:.{nd}f}"
+        # Below 1: at least three decimals, more (up to six) until three
+        # significant digits show, so that 0.00115 CPU-s per 1k answers does
+        # not print as 0.001 beside 0.00147.
+        d = max(nd, 3)
+        while d < 6 and v != 0 and abs(v) < 10 ** (2 - d):
+            d += 1
+        return f"{v:.{d}f}".rstrip("0").rstrip(".") or "0"
     return str(v)
 
 

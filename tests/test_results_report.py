@@ -8,7 +8,7 @@ import pytest
 
 from harness import results, tables
 from harness.errors import InputError
-from harness.report import render
+from harness.report import _fmt, render
 
 
 def sample_run(tmp_path, evil: str = "<script>alert(1)</script>"):
@@ -158,3 +158,16 @@ def test_original_comparison_takes_a_workload_and_level_that_were_run():
     got = hackday_table(data, "s", srows[:2], meta)[0]
     assert (got["workload"], got["level"], got["rps"]) == ("echo-2k", "c400", 40)
     assert hackday_table(data, "s", [], meta) == []
+
+
+def test_small_figures_keep_three_significant_digits():
+    # CPU-s per 1k echoes of two servers: 0.00115 and 0.00147 must not both
+    # print as 0.001.
+    assert _fmt(0.00115, 3) == "0.00115"
+    assert _fmt(0.00147, 3) == "0.00147"
+    assert _fmt(0.0512) == "0.0512"
+    assert _fmt(0.123456) == "0.123"
+    assert _fmt(0.5) == "0.5"
+    assert _fmt(0.0) == "0"
+    assert _fmt(3.14159) == "3.1"
+    assert _fmt(1234.5) == "1,234"
