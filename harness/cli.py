@@ -95,13 +95,13 @@ def _with_mix(cat, args):
     if len(args.scenarios or []) != 1:
         raise InputError("--mix: name exactly one scenario (the one whose topology is mixed)")
     sc = cat.scenario(args.scenarios[0])
+    from .manifest import parse_assignment
     assignment: dict[str, str] = {}
     for item in args.mix:
-        for part in item.split(","):
-            node, sep, impl = part.partition("=")
-            if not sep or not node.strip() or not impl.strip():
-                raise InputError(f"--mix: '{part}' is not NODE=IMPLEMENTATION")
-            assignment[node.strip()] = impl.strip()
+        try:
+            assignment.update(parse_assignment(item))
+        except InputError as exc:
+            raise InputError(f"--mix: {exc}") from None
     impls = cat.implementations.get(sc.name, [])
     chosen = [i for i in impls if args.impl and (i.name in args.impl or i.language in args.impl)]
     return [(sc, chosen + [mix(sc, impls, assignment)])]

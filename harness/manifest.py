@@ -183,9 +183,12 @@ class Topology:
     entry: str
     readiness: dict[str, Readiness]
     quota: str = "each"        # each: every node gets the profile's CPU quota; split: they share it equally
+    # mixed-language topologies a full run adds: node -> implementation name
+    mixes: list[dict[str, str]] = field(default_factory=list)
+    mix_trials: int | None = None   # trials of the declared mixes (None: as many as the run's)
 
     def to_json(self) -> dict:
-        return {"nodes": self.nodes, "entry": self.entry, "quota": self.quota}
+        return {"nodes": self.nodes, "entry": self.entry, "quota": self.quota, "mix_trials": self.mix_trials}
 
     def node_quota(self, profile_quota: float | None) -> float | None:
         if profile_quota is None or self.quota == "each":
@@ -332,6 +335,12 @@ class Catalog:
                 if not kept:
                     continue
                 sc = _replace(sc, workloads=kept)
+            # a scenario's declared mixed topologies join a run of all its
+            # implementations (not one that names some with --impl)
+            if sc.topology is not None and not impls:
+                every = self.implementations.get(name, [])
+                names_in = {i.name for i in every}
+                lst = lst + [mix(sc, every, m) for m in sc.topology.mixes if set(m.values()) <= names_in]
             if lst:
                 chosen.append((sc, lst))
         for wanted in workloads or []:
@@ -582,11 +591,12 @@ def _workload_drivers(raw: list, workloads: list[Workload], path: Path) -> dict:
 
 
 def _topology(t: _Table, default_readiness: Readiness) -> Topology | None:
-    """[topology] nodes = ["a", "b", "c"], entry = "a", readiness.b = {...}"""
+    """[topology] nodes = ["a", "b", "c"], entry = "a", readiness.b = {...},
+    mixes = ["a=go,b=rust,c=scala", ...]"""
     sub = t.sub("topology")
     if sub is None:
         return None
-    sub.check_keys({"nodes", "entry", "readiness", "quota"})
+    sub.check_keys({"nodes", "entry", "readiness", "quota", "mixes", "mix_trials"})
     quota = sub.get("quota", str, default="each")
     if quota not in ("each", "split"):
         raise sub.err("quota", f"'{quota}' is not 'each' (every node the profile's CPU quota) or 'split' "
@@ -607,7 +617,33 @@ def _topology(t: _Table, default_readiness: Readiness) -> Topology | None:
             if name not in nodes:
                 raise rt.err(name, f"no node named '{name}'")
             ready[name] = _readiness(rt.sub(name, required=True))
-    return Topology(nodes, entry, {n: ready.get(n, default_readiness) for n in nodes}, quota)
+    mixes = []
+    for i, text in enumerate(sub.str_list("mixes")):
+        try:
+            assignment = parse_assignment(text)
+        except InputError as exc:
+            raise sub.err(f"mixes[{i}]", str(exc)) from None
+        if set(assignment) != set(nodes):
+            raise sub.err(f"mixes[{i}]", f"'{text}' must name an implementation for each node "
+                                         f"({', '.join(nodes)}) and nothing else")
+        mixes.append(assignment)
+    mix_trials = sub.get("mix_trials", int, default=None)
+    if mix_trials is not None and mix_trials < 1:
+        raise sub.err("mix_trials", f"at least 1, got {mix_trials}")
+    return Topology(nodes, entry, {n: ready.get(n, default_readiness) for n in nodes}, quota, mixes, mix_trials)
+
+
+def parse_assignment(text: str) -> dict[str, str]:
+    """'a=go,b=rust,c=scala' -> {node: implementation}."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        node, sep, impl = part.partition("=")
+        if not sep or not node.strip() or not impl.strip():
+            raise InputError(f"'{part}' is not NODE=IMPLEMENTATION")
+        if node.strip() in out:
+            raise InputError(f"node '{node.strip()}' is given twice")
+        out[node.strip()] = impl.strip()
+    return out
 
 
 def _python_requires(t: _Table) -> list[str]:
@@ -822,7 +858,7 @@ def mix(sc: Scenario, impls: list[Implementation], assignment: dict[str, str]) -
         specs[node] = NodeSpec(ns.name, ns.command, ns.env, ns.container_command, owner)
         if owner not in parts:
             parts.append(owner)
-    name = "mix-" + "-".join(f"{n}.{assignment[n]}" for n in sc.topology.nodes)
+    name = "mix-" + "-".join(f"{n}.{assignment[n]}" for n in sorted(sc.topology.nodes))
     first = parts[0]
     return Implementation(
         scenario=sc.name, name=name, language="mixed",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import gclog, sampling
+from . import gclog, recovery, sampling
 from .calibrate import ceiling_note, ceiling_of
 from .checks import run_verdict
 from .drivers import get_driver
@@ -657,7 +657,7 @@ class InstanceRun:
 
     def _driver_args(self, ctx: Instance, w: Workload, on_start) -> dict:
         return dict(target=ctx.target, scenario=ctx.scenario, workload=w, cpus=self.run_.layout.client,
-                    on_start=on_start)
+                    on_start=on_start, instance_dir=ctx.folder)
 
     # ------------------------------------------------------------------ load
     def warmup(self, ctx: Instance, driver, w: Workload) -> None:
@@ -826,6 +826,13 @@ class InstanceRun:
             if ceiling is not None:
                 m["ceiling"] = ceiling
             ctx.count_ok(res.ok_count)
+            if m.get("faults") and res.send_t0 is not None and (res.detail or {}).get("per_second"):
+                rec = recovery.recovery(res.detail["per_second"], res.send_t0,
+                                        [dict(e, t=e["t"] + ctx.t_start) for e in m["faults"]], duration_s)
+                if rec is not None:
+                    m["recovery"] = dict(rec, metrics=recovery.metrics(rec))
+                    r.store.declare_metrics(m["recovery"]["metrics"], "the harness: faults and the load tool's "
+                                                                      "answers per second")
         cores = win["cpu_cores"]
         m["server"] = {"cpu_s": win["cpu_s"], "cpu_cores": cores, "window_s": win["window_s"],
                        "window_basis": basis, "rss_mb": mem["mean_mb"], "rss_peak_mb": mem["peak_mb"],

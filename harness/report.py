@@ -132,6 +132,43 @@ def latency_time_chart(data: dict, scenario: str, workload: str) -> str | None:
     return _svg(fig)
 
 
+def fault_chart(data: dict, scenario: str, workload: str) -> str | None:
+    """A level with a fault schedule (trial 1 of each implementation): the
+    correct answers per second from the load tool, the fault and the restart
+    marked, and the second by which throughput was back (harness/recovery.py)."""
+    plt = _plt()
+    impls = data["implementations"]
+    sel = [m for m in data["measurements"]
+           if m["scenario"] == scenario and m["workload"] == workload and m["trial"] == 1 and m.get("faults")
+           and ((m.get("load") or {}).get("detail") or {}).get("per_second")]
+    if not sel:
+        return None
+    sel.sort(key=lambda m: (m["level"]["value"], impls.get(m["implementation_id"], {}).get("name", "")))
+    fig, axes = plt.subplots(len(sel), 1, figsize=(10.4, 1.5 * len(sel) + 0.6), sharex=True, squeeze=False)
+    for i, (ax, m) in enumerate(zip(axes[:, 0], sel)):
+        imp = impls.get(m["implementation_id"], {})
+        secs = m["load"]["detail"]["per_second"]
+        ax.bar([j + 0.5 for j in range(len(secs))], secs, width=0.9, color=_colour(imp.get("language", ""), i))
+        rec = m.get("recovery") or {}
+        if rec:
+            ax.axvline(rec["fault_s"], color="#c00000", linestyle=":", linewidth=1, label="fault")
+            ax.axvline(rec["restart_s"], color="#2a7", linestyle=":", linewidth=1, label="restart")
+            ax.axhline(rec["baseline_per_s"] * (1 - rec["tolerance"]), color="#888", linewidth=0.6,
+                       linestyle="--", label=f"{1 - rec['tolerance']:.0%} of before")
+        text = (f"recovered {rec['recovery_s']:.2f} s after the restart" if rec.get("recovery_s") is not None
+                else "not recovered in the window" if rec else "no recovery figure")
+        faults = ", ".join(f"{e['action']} {e['target']}" for e in m["faults"] if e.get("at") is not None)
+        ax.set_title(f"{imp.get('name', '?')} at {m['level']['key']}: {faults}; {text}"
+                     f"{'' if m.get('ok') else ' (FAILED)'}", fontsize=9, loc="left")
+        ax.set_ylabel("ok/s")
+        ax.legend(loc="lower left", fontsize=7)
+    axes[-1, 0].set_xlabel("seconds since the load tool started")
+    height = fig.get_figheight()
+    fig.suptitle(f"{workload}: correct answers per second around the fault", fontsize=10, y=1 - 0.08 / height)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))
+    return _svg(fig)
+
+
 def ramp_chart(data: dict, scenario: str, workload: str) -> str | None:
     """A connection ramp: the server's memory (median over trials) at each
     step against the connections open, one line per implementation; the
@@ -261,16 +298,21 @@ def hackday_table(data: dict, scenario: str, srows: list[dict], meta: dict) -> l
     'Under load' is the first fixed-rate level measured, in workload order
     (the same offered load for everyone), else the first workload's highest
     concurrency measured: a pair that was run (a workload may take only
-    some of the profile's level kinds)."""
-    workloads = [w["name"] for w in meta.get("workloads") or []]
+    some of the profile's level kinds). A workload with faults is a last
+    resort: its window holds a node or a service stopped on purpose."""
+    wls = meta.get("workloads") or []
+    groups = ([w["name"] for w in wls if not w.get("faults")], [w["name"] for w in wls if w.get("faults")])
     kinds = {lv["key"]: lv["kind"] for lv in meta.get("levels", [])}
     measured = {(r["workload"], r["level"]) for r in srows}
     pick = None
-    for kind in ("rate", "concurrency"):
-        for wn in workloads:
-            keys = [k for k, kd in kinds.items() if kd == kind and (wn, k) in measured]
-            if keys:
-                pick = (wn, keys[0] if kind == "rate" else keys[-1])
+    for workloads in groups:
+        for kind in ("rate", "concurrency"):
+            for wn in workloads:
+                keys = [k for k, kd in kinds.items() if kd == kind and (wn, k) in measured]
+                if keys:
+                    pick = (wn, keys[0] if kind == "rate" else keys[-1])
+                    break
+            if pick:
                 break
         if pick:
             break
@@ -377,6 +419,44 @@ def _node_table(data: dict, scenario: str) -> list[dict] | None:
                     "cpu": median([r["cpu_cores"] for r in rs if r["cpu_cores"] is not None]),
                     "rss": median([r["rss_mb"] for r in rs if r["rss_mb"] is not None])})
     return out
+
+
+def _topology_matrix(data: dict, scenario: str, meta: dict, s_rows: list[dict]) -> dict | None:
+    """Scenarios with several nodes: one row per topology (same-language and
+    mixed), which implementation runs each node, and per workload the median
+    throughput at its top level with the checks' loss figures beside it."""
+    topo = meta.get("topology")
+    if not topo:
+        return None
+    impls = {i: d for i, d in data["implementations"].items() if d.get("scenario") == scenario}
+    nodes = sorted(topo["nodes"])
+    levels = [lv["key"] for lv in meta.get("levels", [])]
+    cols = []
+    for w in meta.get("workloads", []):
+        keys = [r["level"] for r in s_rows if r["workload"] == w["name"]]
+        if keys:
+            top = max(keys, key=lambda k: levels.index(k) if k in levels else -1)
+            cols.append((w["name"], top))
+    rows = []
+    for iid, d in sorted(impls.items(), key=lambda kv: (kv[1].get("language") == "mixed", kv[1].get("name", ""))):
+        name = d.get("name", iid)
+        by_node = {}
+        for n in nodes:
+            nd = next((i for i in data["instances"] if i["implementation_id"] == iid and (i.get("nodes") or {}).get(n)),
+                      None)
+            owner = ((nd or {}).get("nodes") or {}).get(n, {}).get("implementation") or iid
+            by_node[n] = (data["implementations"].get(owner) or {}).get("name", owner.split("/")[-1])
+        cells = []
+        for w, top in cols:
+            r = next((x for x in s_rows if x["implementation"] == name and x["workload"] == w and x["level"] == top), None)
+            get = (lambda k, r=r: r.get(f"{k}_median") if r else None)
+            cells.append({"rps": get("rps"), "lost": get("lost"), "dup": get("duplicated"),
+                          "recovery": get("recovery_s"), "trials": r["trials"] if r else 0})
+        rows.append({"name": name, "mixed": d.get("language") == "mixed", "nodes": by_node, "cells": cells,
+                     "status": d.get("status")})
+    if not any(r["mixed"] for r in rows) and len(rows) < 2:
+        return None
+    return {"nodes": nodes, "cols": [{"workload": w, "level": k} for w, k in cols], "rows": rows}
 
 
 def _ceiling_table(data: dict, scenario: str, workload: str, wrows: list[dict]) -> dict | None:
@@ -488,6 +568,7 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
             for lv in rate_levels:
                 charts.append(latency_chart(per_trial, w["name"], lv))
             charts.append(latency_time_chart(data, name, w["name"]))
+            charts.append(fault_chart(data, name, w["name"]))
             charts.append(ramp_chart(data, name, w["name"]))
             shown = [k for k in sorted(extra) if any(r.get(f"{k}_median") is not None for r in wrows)]
             if any(r.get("disk_mb_s_median") for r in wrows):
@@ -526,6 +607,7 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
             "hackday": hackday_table(data, name, s_rows, meta),
             "services": (data.get("services") or {}).get(name),
             "nodes": _node_table(data, name),
+            "topologies": _topology_matrix(data, name, meta, s_rows),
             "cpu_chart": timeseries_chart(data, name, "cpu_cores", "server CPU (cores)"),
             "mem_chart": timeseries_chart(data, name, "rss_mb", "server memory (MB)"),
         })

@@ -229,7 +229,7 @@ def flat_rows(data: dict) -> list[dict]:
         # the open metrics: a driver's own, the after-load and after-stop checks'
         extra = dict(load_.get("extra") or {})
         for src in ((m.get("after_load") or {}).get("metrics") or {}, stop_check.get("metrics") or {},
-                    (m.get("gc") or {}).get("metrics") or {}):
+                    (m.get("gc") or {}).get("metrics") or {}, (m.get("recovery") or {}).get("metrics") or {}):
             extra.update({k: v["value"] for k, v in src.items()})
         for k, v in extra.items():
             if k not in rows[-1]:

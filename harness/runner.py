@@ -66,8 +66,10 @@ def make_plan(selection: list[tuple[Scenario, list[Implementation]]], trials: in
         views = [(env, replace(scenario, workloads=[w for w in scenario.workloads if w.name in names]),
                   scenario.workload(names[0]).mode if names and len(modes) > 1 else "")
                  for env, names in modes]
+        cap = scenario.topology.mix_trials if scenario.topology else None
         for trial in range(1, trials + 1):
-            order = list(impls)
+            # a scenario may run its declared mixed topologies in fewer trials
+            order = [i for i in impls if not (cap and trial > cap and i.language == "mixed")]
             rng.shuffle(order)
             plan += [PlanItem(view, impl, trial, env, mode) for impl in order for env, view, mode in views]
     return plan

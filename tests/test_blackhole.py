@@ -21,6 +21,7 @@ sys.path.insert(0, str(BH))
 sys.path.insert(0, str(BH / "gen" / "python"))
 
 import blackhole  # noqa: E402
+from harness import bodies  # noqa: E402
 import flatbuffers  # noqa: E402
 from fbr import Request as R  # noqa: E402
 
@@ -67,12 +68,12 @@ def test_body_is_derived_from_the_id():
     big = blackhole.body_for("v-0-7", blackhole.MAX_BODY)          # larger than the pool's slice: wraps
     assert len(big) == blackhole.MAX_BODY
     # the pool: xorshift32 (13, 17, 5) from the seed, little-endian words
-    x, m = blackhole.POOL_SEED, 0xFFFFFFFF
+    x, m = bodies.POOL_SEED, 0xFFFFFFFF
     x ^= (x << 13) & m
     x ^= x >> 17
     x ^= (x << 5) & m
-    assert blackhole.pool()[:4] == struct.pack("<I", x)
-    assert len(blackhole.pool()) == 4 << 20
+    assert bodies.pool()[:4] == struct.pack("<I", x)
+    assert len(bodies.pool()) == 4 << 20
 
 
 def test_reader_counts_digests_and_takes_concatenated_frames(tmp_path):

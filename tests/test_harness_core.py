@@ -229,7 +229,38 @@ def test_nodes_in_a_one_node_scenario_are_refused(mini_root):
     assert exc.value.field == "nodes" and "declare [run]" in str(exc.value)
 
 
+def test_declared_mixes_join_a_full_run_only(mini_root):
+    from harness.manifest import discover
+    toml = _with_topology(mini_root)
+    toml.write_text(toml.read_text().replace('entry = "a"\n', 'entry = "a"\nmixes = ["a=tri,b=duo,c=tri", '
+                                                               '"a=duo,b=tri,c=cobol"]\n', 1))
+    for name, lang in (("tri", "go"), ("duo", "rust")):
+        d = mini_root / "implementations" / "notes-grpc" / name
+        d.mkdir(parents=True)
+        (d / "langbench.toml").write_text(NODES_IMPL.replace('language = "go"', f'language = "{lang}"'))
+    cat = discover(mini_root)
+    assert cat.scenarios["notes-grpc"].topology.mixes[0] == {"a": "tri", "b": "duo", "c": "tri"}
+    (_, impls), = cat.select(["notes-grpc"], None)
+    # the mix whose parts all exist joins; the one naming a missing implementation does not
+    assert [i.name for i in impls] == ["duo", "tri", "mix-a.tri-b.duo-c.tri"]
+    m = impls[-1]
+    assert m.language == "mixed" and m.node("b").owner.name == "duo" and m.node("a").owner.name == "tri"
+    (_, impls), = cat.select(["notes-grpc"], ["tri", "duo"])
+    assert [i.name for i in impls] == ["duo", "tri"]           # --impl: what was named, no mixes
+    # mix_trials: the declared mixes run in the first trials only
+    from harness.runner import make_plan
+    toml.write_text(toml.read_text().replace('entry = "a"\n', 'entry = "a"\nmix_trials = 1\n', 1))
+    sel = discover(mini_root).select(["notes-grpc"], None)
+    plan = make_plan(sel, 3, 7)
+    assert sorted((p.impl.name, p.trial) for p in plan if p.impl.language == "mixed") == [("mix-a.tri-b.duo-c.tri", 1)]
+    assert len([p for p in plan if p.impl.language != "mixed"]) == 6
+
+
 @pytest.mark.parametrize("topology, field", [
+    ('[topology]\nnodes = ["a", "b"]\nmixes = ["a=go"]\n', "topology.mixes[0]"),
+    ('[topology]\nnodes = ["a", "b"]\nmixes = ["a=go,b"]\n', "topology.mixes[0]"),
+    ('[topology]\nnodes = ["a", "b"]\nmixes = ["a=go,b=go,a=rust"]\n', "topology.mixes[0]"),
+    ('[topology]\nnodes = ["a", "b"]\nmix_trials = 0\n', "topology.mix_trials"),
     ('[topology]\nnodes = ["a", "a"]\n', "topology.nodes"),
     ('[topology]\nnodes = ["a", "b"]\nentry = "z"\n', "topology.entry"),
     ('[topology]\nnodes = ["a-1"]\n', "topology.nodes[0]"),

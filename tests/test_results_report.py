@@ -158,6 +158,14 @@ def test_original_comparison_takes_a_workload_and_level_that_were_run():
     got = hackday_table(data, "s", srows[:2], meta)[0]
     assert (got["workload"], got["level"], got["rps"]) == ("echo-2k", "c400", 40)
     assert hackday_table(data, "s", [], meta) == []
+    # a workload with faults (pipeline's fault-term) is not 'under load' while
+    # a workload without faults was measured, even at a rate level
+    meta["workloads"] = [{"name": "steady"}, {"name": "fault-term", "faults": [{"at": 0.4}]}]
+    srows = [row("steady", "c100", 10), row("steady", "c400", 40), row("fault-term", "r2000", 500)]
+    got = hackday_table(data, "s", srows, meta)[0]
+    assert (got["workload"], got["level"], got["rps"]) == ("steady", "c400", 40)
+    got = hackday_table(data, "s", srows[2:], meta)[0]
+    assert (got["workload"], got["level"]) == ("fault-term", "r2000")
 
 
 def test_small_figures_keep_three_significant_digits():

@@ -132,7 +132,8 @@ class FakeDriver(Driver):
                 "time.sleep(60)\n")
         return Reference("fake-null", "1", [sys.executable, "-c", code], "accepts connections")
 
-    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None):
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None,
+            instance_dir=None):
         reference = target not in target_impl          # the reference null server
         impl = None if reference else target_impl[target]
         if impl is not None and self.interrupt_at == impl:
@@ -353,7 +354,8 @@ def test_three_nodes_sampled_apart_and_summed_with_a_node_fault(harness_env):
     data = load(tmp / "out")
     assert data["implementations"]["fake/tri"]["status"] == "ok", data["implementations"]["fake/tri"]
     inst = data["instances"][0]
-    assert list(inst["nodes"]) == ["c", "b", "a"] and inst["topology"] == {"nodes": ["c", "b", "a"], "entry": "a", "quota": "each"}
+    assert list(inst["nodes"]) == ["c", "b", "a"] and inst["topology"] == {"nodes": ["c", "b", "a"], "entry": "a", "quota": "each",
+                                                                 "mix_trials": None}
     # placeholders reach every node: b was told where c listens, every node its own name
     c_port = inst["nodes"]["c"]["port"]
     assert inst["nodes"]["b"]["command"][-1] == f"127.0.0.1:{c_port}"
@@ -412,7 +414,7 @@ def test_a_mixed_topology_takes_each_node_from_its_implementation(harness_env):
     rs = dc_replace(_impl(tmp, "rust"), node_specs={n: NodeSpec(n, ["rust-server", n], {"LANG_OF": "rust"})
                                                     for n in "ab"})
     m = mix(sc, [go, rs], {"a": "go", "b": "rust"})
-    assert m.name == "mix-b.rust-a.go" and m.parts == [rs, go] and m.language == "mixed"
+    assert m.name == "mix-a.go-b.rust" and m.parts == [rs, go] and m.language == "mixed"
     for bad, words in [({"a": "go"}, "no implementation given for node 'b'"),
                        ({"a": "go", "b": "cobol"}, "no implementation 'cobol'"),
                        ({"a": "go", "b": "rust", "z": "go"}, "has no node 'z'")]:
@@ -476,7 +478,8 @@ class RampDriver(FakeDriver):
     level_kinds = ("connections",)
     quiet_level_kinds = ("connections",)
 
-    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None):
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None,
+            instance_dir=None):
         on_start(os.getpid())
         t0 = time.monotonic()
         steps = []

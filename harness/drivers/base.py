@@ -343,10 +343,13 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     def run(self, *, target: str, scenario: Scenario, workload: Workload, level: Level,
-            duration_s: float, cpus: list[int], raw_path: Path | None, on_start=None) -> LoadResult:
+            duration_s: float, cpus: list[int], raw_path: Path | None, on_start=None,
+            instance_dir: Path | None = None) -> LoadResult:
         """Drive one level. `on_start` is given the tool's pid when it runs (and
         None when it has exited). The result's send window (send_t0, send_t1)
-        is in time.monotonic() seconds."""
+        is in time.monotonic() seconds. `instance_dir` is the server run's own
+        folder (None when there is no server run: calibration), where a tool
+        may leave what the scenario's checks read (httpload's acknowledged ids)."""
 
     def complete(self, result: LoadResult, run: ToolRun, cpus: list[int], duration_s: float,
                  raw_file: str | None, workload: Workload) -> LoadResult:

@@ -95,7 +95,8 @@ class Ghz(Driver):
             argv += ["--rps", str(level.value)]
         return argv + [target]
 
-    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None) -> LoadResult:
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None,
+            instance_dir=None) -> LoadResult:
         import tempfile
         tmp = None
         if raw_path is None:

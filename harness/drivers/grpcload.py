@@ -103,7 +103,8 @@ class GrpcLoad(Driver):
             argv.append("--check-consistency")
         return argv
 
-    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None) -> LoadResult:
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None,
+            instance_dir=None) -> LoadResult:
         report, run, raw = run_json_tool(
             "grpcload", lambda out: self.command(target=target, scenario=scenario, workload=workload, level=level,
                                                  duration_s=duration_s, cpus=cpus, out_file=out),

@@ -19,6 +19,10 @@ Workload params (scenario.toml [workloads.params]):
   headers      extra header lines, ["Name: value", ...]
   ok_status    statuses that count as a correct answer (default ["200"])
   threads      client threads (default: one per client CPU)
+  acked_ids    true: httpload writes the id of every request answered with an
+               ok status to <instance folder>/acked/<nonce>.txt (--acked-out),
+               for the scenario's checks (pipeline: every acknowledged
+               operation is in the ledger exactly once)
   null_status, null_body_bytes  the reference null server's answer (nginx,
                as for wrk)
 
@@ -54,6 +58,7 @@ class HttpLoad(Driver):
         Param("headers", list, help="extra header lines, [\"Name: value\", ...]"),
         Param("ok_status", list, help="HTTP statuses that count as a correct answer (default [\"200\"])"),
         Param("threads", int, min=1, help="client threads (default: one per client CPU)"),
+        Param("acked_ids", bool, help="write the ids answered with an ok status to <instance folder>/acked/"),
         Param("null_status", str, help="reference null server: the status it answers (default: first ok_status)"),
         Param("null_body_bytes", int, min=0, help="reference null server: body bytes (default 0)"),
     )
@@ -68,7 +73,7 @@ class HttpLoad(Driver):
         return problems
 
     def command(self, *, target: str, workload: Workload, level: Level, duration_s: float, cpus: list[int],
-                out_file: Path, nonce: str) -> list[str]:
+                out_file: Path, nonce: str, acked_file: Path | None = None) -> list[str]:
         p = workload.params
         argv = [find_tool("httpload"), "--target", target, "--duration", f"{duration_s:g}",
                 "--drain-timeout", str(TIMEOUT_S), "--threads", str(int(p.get("threads", len(cpus)))),
@@ -78,6 +83,8 @@ class HttpLoad(Driver):
                 "--out", str(out_file)]
         if p.get("id_header"):
             argv += ["--id-header", p["id_header"]]
+        if acked_file is not None:
+            argv += ["--acked-out", str(acked_file)]
         for h in p.get("headers", []):
             argv += ["--header", str(h)]
         if level.kind == "rate":
@@ -87,12 +94,17 @@ class HttpLoad(Driver):
             argv += ["--connections", str(level.value)]
         return argv
 
-    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None) -> LoadResult:
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None,
+            instance_dir=None) -> LoadResult:
         # the nonce is part of every request id: ids never repeat across levels
         nonce = uuid.uuid4().hex[:12]
+        acked = None
+        if workload.params.get("acked_ids") and instance_dir is not None:
+            acked = Path(instance_dir) / "acked" / f"{nonce}.txt"
+            acked.parent.mkdir(parents=True, exist_ok=True)
         report, run, raw = run_json_tool(
             "httpload", lambda out: self.command(target=target, workload=workload, level=level, duration_s=duration_s,
-                                                 cpus=cpus, out_file=out, nonce=nonce),
+                                                 cpus=cpus, out_file=out, nonce=nonce, acked_file=acked),
             cpus, duration_s + TIMEOUT_S + 60, raw_path, on_start)
         return self.complete(self.parse(report, level), run, cpus, duration_s, raw, workload)
 
@@ -129,6 +141,9 @@ class HttpLoad(Driver):
             send_t0=t0 if t1 > t0 else None, send_t1=t1 if t1 > t0 else None, notes=notes,
             extra={"reconnects": int(report.get("reconnects") or 0),
                    "delayed_by_cap": int(report.get("delayed_by_cap") or 0)},
+            # answers with an ok status in each second after send_t0 (for a
+            # fault's throughput series and recovery time)
+            detail={"per_second": [int(x) for x in report.get("per_second") or []]},
         )
 
     def reference(self, workload, scenario, *, host, port, workdir, threads) -> Reference:

@@ -69,7 +69,8 @@ class Wrk(Driver):
     def overhead_s(self, workload) -> float:
         return float(workload.params.get("drain_s", 2.0))
 
-    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None) -> LoadResult:
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None,
+            instance_dir=None) -> LoadResult:
         nonce = uuid.uuid4().hex[:12]
         argv, fire = self.command(target=target, scenario=scenario, workload=workload, level=level,
                                   duration_s=duration_s, cpus=cpus, nonce=nonce)

@@ -115,7 +115,8 @@ class WsLoad(Driver):
             return len(steps) * (duration_s + settle + 2 * TIMEOUT_S + 30) + CLOSE_WAIT_S + 60
         return duration_s + TIMEOUT_S + CLOSE_WAIT_S + 60
 
-    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None) -> LoadResult:
+    def run(self, *, target, scenario, workload, level, duration_s, cpus, raw_path, on_start=None,
+            instance_dir=None) -> LoadResult:
         report, run, raw = run_json_tool(
             "wsload", lambda out: self.command(target=target, workload=workload, level=level, duration_s=duration_s,
                                                cpus=cpus, out_file=out),

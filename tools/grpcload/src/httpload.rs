@@ -49,7 +49,7 @@ pub const USAGE: &str = "\
 usage: httpload --target HOST:PORT [--connections 64] [--duration 6] [--drain-timeout 10]
                 [--threads 1] [--rate R] [--method GET] [--path /] [--id-header NAME]
                 [--body pool|none] [--body-bytes 2048] [--nonce STR] [--ok-status 200,...]
-                [--header 'Name: value']... [--out FILE] [--version]
+                [--header 'Name: value']... [--acked-out FILE] [--out FILE] [--version]
 
   --target         server address (HTTP/1.1 over plain TCP), e.g. 127.0.0.1:8080
   --connections    keep-alive connections, one request in flight on each (default 64);
@@ -68,6 +68,8 @@ usage: httpload --target HOST:PORT [--connections 64] [--duration 6] [--drain-ti
   --nonce          first part of every id (default: random hex)
   --ok-status      status codes counted as success (default 200)
   --header         extra request header (repeatable)
+  --acked-out      write the id of every request answered with an ok status here,
+                   one per line (the operations the client saw acknowledged)
   --out            write the JSON result here (default stdout)";
 
 #[derive(Debug, Clone)]
@@ -86,6 +88,7 @@ pub struct HttpConfig {
     pub nonce: String,
     pub ok_status: Vec<u16>,
     pub headers: Vec<String>,
+    pub acked_out: Option<PathBuf>,
     pub out: Option<PathBuf>,
 }
 
@@ -130,6 +133,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<HttpParsed,
     let mut nonce = None;
     let mut ok_status = vec![200u16];
     let mut headers = Vec::new();
+    let mut acked_out = None;
     let mut out = None;
 
     let mut it = args.into_iter();
@@ -176,6 +180,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<HttpParsed,
             "--nonce" => nonce = Some(value()?),
             "--ok-status" => ok_status = parse_ok(&value()?)?,
             "--header" | "-H" => headers.push(value()?),
+            "--acked-out" => acked_out = Some(PathBuf::from(value()?)),
             "--out" | "-o" => out = Some(PathBuf::from(value()?)),
             other if other.starts_with('-') => return Err(format!("unknown option {other} (see --help)")),
             other => {
@@ -215,6 +220,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<HttpParsed,
         nonce: nonce.unwrap_or_else(default_nonce),
         ok_status,
         headers,
+        acked_out,
         out,
     })))
 }
@@ -267,11 +273,26 @@ pub struct HttpStats {
     pub late: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// With --acked-out: the ids of the requests answered with an ok
+    /// status, each followed by '\n' (in the order the answers came).
+    pub acked: Vec<u8>,
 }
 
 impl HttpStats {
     pub fn new(open_loop: bool) -> HttpStats {
-        HttpStats { base: Stats::new(open_loop, 0), status: vec![0; 1000], late: 0, bytes_sent: 0, bytes_received: 0 }
+        HttpStats {
+            base: Stats::new(open_loop, 0),
+            status: vec![0; 1000],
+            late: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            acked: Vec::new(),
+        }
+    }
+
+    /// Writes the acknowledged ids (--acked-out), one per line.
+    pub fn write_acked(&self, path: &std::path::Path) -> Result<(), String> {
+        std::fs::write(path, &self.acked).map_err(|e| format!("--acked-out {}: {e}", path.display()))
     }
 
     pub fn merge(&mut self, o: HttpStats) {
@@ -282,6 +303,7 @@ impl HttpStats {
         self.late += o.late;
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
+        self.acked.extend_from_slice(&o.acked);
     }
 }
 
@@ -563,6 +585,13 @@ impl Conn {
             }
         };
         ctx.inflight.set(ctx.inflight.get() - 1);
+        if let Outcome::Answer(code) = out {
+            if ctx.plan.ok[code as usize] && ctx.plan.cfg.acked_out.is_some() {
+                let mut st = ctx.stats.borrow_mut();
+                st.acked.extend_from_slice(&self.idbuf);
+                st.acked.push(b'\n');
+            }
+        }
         ctx.record(out, t_sched, t_send, t_done);
     }
 }
@@ -848,6 +877,8 @@ pub fn to_json(cfg: &HttpConfig, st: &HttpStats, cpu_s: f64) -> String {
     let _ = write!(o, ",\"body\":\"{body}\",\"body_bytes\":{body_bytes}");
     let _ = write!(o, ",\"id_header\":{}", cfg.id_header.as_deref().map(jstr).unwrap_or_else(|| "null".into()));
     let _ = write!(o, ",\"nonce\":{}", jstr(&cfg.nonce));
+    let acked = cfg.acked_out.as_ref().map(|p| jstr(&p.display().to_string())).unwrap_or_else(|| "null".into());
+    let _ = write!(o, ",\"acked_out\":{acked}");
     let _ = write!(o, ",\"cpu_s\":{}", jf(cpu_s));
     o.push('}');
     o
@@ -876,7 +907,9 @@ mod tests {
         assert_eq!(c.ok_status, vec![200, 204]);
         assert_eq!(c.headers, vec!["X-A:b", "X-B:c"]);
         let c = p("--target h:1 --method POST --body none --nonce abc").unwrap();
-        assert_eq!((c.body, c.nonce.as_str()), (BodyMode::None, "abc"));
+        assert_eq!((c.body, c.nonce.as_str(), c.acked_out), (BodyMode::None, "abc", None));
+        let c = p("--target h:1 --acked-out /tmp/x.txt").unwrap();
+        assert_eq!(c.acked_out, Some(PathBuf::from("/tmp/x.txt")));
         for bad in [
             "--connections 4",
             "--target h:1 --connections 0",

@@ -19,6 +19,8 @@ struct Seen {
     bad: AtomicU64,
     closes: AtomicU64,
     r413: AtomicU64,
+    /// ids answered 200 (the write of the answer succeeded)
+    ok_ids: Mutex<HashSet<String>>,
 }
 
 fn serve_conn(mut s: TcpStream, seen: Arc<Seen>, pool: Arc<Vec<u8>>, nonce: String) {
@@ -73,8 +75,11 @@ fn serve_conn(mut s: TcpStream, seen: Arc<Seen>, pool: Arc<Vec<u8>>, nonce: Stri
             && host
             && id == format!("{nonce}-{c}-{n}")
             && body == want;
-        if !ok || !seen.ids.lock().unwrap().insert(id) {
+        if !ok || !seen.ids.lock().unwrap().insert(id.clone()) {
             seen.bad.fetch_add(1, Ordering::SeqCst);
+        }
+        if n % 10 != 3 {
+            seen.ok_ids.lock().unwrap().insert(id);
         }
         let r = match n % 10 {
             3 => {
@@ -183,4 +188,29 @@ fn no_server_is_an_error() {
     drop(l);
     let e = run(&format!("--target {addr} --connections 2 --duration 100ms")).err().unwrap();
     assert!(e.contains("connect: connection refused"), "{e}");
+}
+
+#[test]
+fn acked_ids_are_exactly_the_ok_answers() {
+    let (addr, seen, stop) = server("ack");
+    let dir = std::env::temp_dir().join(format!("httpload-acked-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("acked.txt");
+    let st = run(&format!(
+        "--target {addr} --connections 4 --threads 2 --duration 300ms --drain-timeout 5 --method POST \
+         --path /bh/{{conn}}/{{n}} --id-header X-Request-ID --nonce ack --acked-out {}",
+        file.display()
+    ))
+    .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    check(&st, &seen);
+    st.write_acked(&file).unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() as u64, st.base.ok, "one line per ok answer");
+    let acked: HashSet<String> = lines.iter().map(|s| s.to_string()).collect();
+    assert_eq!(acked.len(), lines.len(), "no id twice");
+    assert_eq!(acked, *seen.ok_ids.lock().unwrap(), "the acked ids are the ids the server answered 200");
+    assert!(st.base.errors > 0, "the 413s are not acked");
+    let _ = std::fs::remove_dir_all(&dir);
 }

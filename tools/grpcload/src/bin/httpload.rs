@@ -35,6 +35,12 @@ fn main() {
         Ok(s) => s,
         Err(e) => fail(1, &e),
     };
+    // the acknowledged ids first: a result file means both were written
+    if let Some(path) = plan.cfg.acked_out.as_deref() {
+        if let Err(e) = stats.write_acked(path) {
+            fail(1, &e);
+        }
+    }
     let json = httpload::to_json(&plan.cfg, &stats, cpu_seconds());
     if let Err(e) = grpcload::report::write_result(out.as_deref(), &json) {
         fail(1, &e);
