@@ -1,0 +1,1 @@
+"""The pipeline node's parts: A (entry), B and C (stage), their streams and C's ledger."""
