@@ -854,6 +854,10 @@ class InstanceRun:
             m["server"]["summed_over_nodes"] = list(per)
         m["client"] = win["client"]
         m["noise"] = win["noise"]
+        if getattr(r, "canary", None) is not None:
+            hs = r.canary.window(t0, t1)
+            m["host_speed"] = {"server": {c: hs[c] for c in map(str, r.layout.server) if c in hs},
+                               "client": {c: hs[c] for c in map(str, r.layout.client) if c in hs}}
         if res is not None:
             m["server"]["cpu_s_per_1k"] = (win["cpu_s"] / res.ok_count * 1000
                                            if res.ok_count and win["cpu_s"] is not None else None)

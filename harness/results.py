@@ -118,8 +118,8 @@ COLUMNS = [
     "rps_per_cpu", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb", "startup_ms",
     "shutdown_ms", "build_s", "artifact_mb", "image_mb", "client_bound", "client_limited", "ceiling_rps", "ceiling_pct", "ceiling_max_rps",
     "client_busy_pct", "tool_cpu_cores",
-    "noisy", "foreign_cores", "steal_cores", "irq_cores", "throttled_pct", "throttled_ms_per_s",
-    "server_cpus", "client_cpus", "cpu_quota", "cpu_quota_applied", "cfs_period_us", "window_s",
+    "noisy", "foreign_cores", "steal_cores", "irq_cores", "host_ns_server", "host_ns_client",
+    "throttled_pct", "throttled_ms_per_s", "server_cpus", "client_cpus", "cpu_quota", "cpu_quota_applied", "cfs_period_us", "window_s",
     "warmup_s", "warmup_steady", "cut_off", "late", "services_cpu_cores", "services_rss_mb", "nodes",
     "disk_mb_s", "error",
 ]
@@ -136,6 +136,15 @@ def _r(x, nd=3):
 
 def _pct(x):
     return None if x is None else 100 * x
+
+
+def _host_ns(m: dict, side: str) -> float | None:
+    """The CPU canary's median over the level's window (harness/canary.py),
+    the mean over that side's CPUs: how fast those CPUs were, in ns of CPU
+    time per canary iteration (lower is faster)."""
+    per = ((m.get("host_speed") or {}).get(side) or {}).values()
+    xs = [v["median_ns"] for v in per if v.get("median_ns")]
+    return round(sum(xs) / len(xs), 2) if xs else None
 
 
 def flat_rows(data: dict) -> list[dict]:
@@ -206,6 +215,7 @@ def flat_rows(data: dict) -> list[dict]:
             "foreign_cores": _r(noise.get("foreign_cores"), 4),
             "steal_cores": _r(noise.get("steal_cores"), 4),
             "irq_cores": _r(noise.get("irq_cores"), 4),
+            "host_ns_server": _host_ns(m, "server"), "host_ns_client": _host_ns(m, "client"),
             "throttled_pct": _r(_pct(thr.get("throttled_share")), 1),
             "throttled_ms_per_s": _r(thr.get("throttled_ms_per_s"), 1),
             "server_cpus": " ".join(map(str, layout.get("server", []))),

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import build as builder
 from . import hostcpu
 from .calibrate import CLIENT_LIMITED_SHARE
+from .canary import CANARY_EVERY_S, CANARY_N, Canary
 from .checks import run_verdict
 from .drivers import get_driver
 from .environment import fingerprint
@@ -130,6 +131,7 @@ class Runner:
     live: dict = field(default_factory=dict, init=False)      # key -> running handle (stopped on any exit)
     builds: dict = field(default_factory=dict, init=False)    # implementation id -> BuildResult
     failed: dict = field(default_factory=dict, init=False)    # implementation id -> "stage: why"
+    canary: Canary | None = field(default=None, init=False)   # each CPU's speed, sampled through the run
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -238,6 +240,8 @@ class Runner:
             # tool's CPUs: nothing of ours competes with the server under
             # test. (Builds, above, may use every CPU.)
             self.store.data["cpu_layout"]["harness_pinned_threads"] = hostcpu.pin_all_threads(self.layout.client)
+            # every CPU's speed from now on (harness/canary.py), per level and for the run
+            self.canary = Canary(list(self.layout.server) + list(self.layout.client)).start()
             self.eta.t0 = time.monotonic()          # the estimate covers the server runs, not the builds
             for sc, impls in self.selection:
                 if sc.interop is not None and self.interop:
@@ -341,6 +345,12 @@ class Runner:
         raise Interrupted()
 
     def _stop_all(self) -> None:
+        if self.canary is not None:
+            self.canary.stop()
+            self.store.data["host_speed"] = {
+                "cpus": self.canary.whole(), "unit": "ns of CPU time per iteration of the canary loop",
+                "method": f"harness/canary.py: {CANARY_N:,} iterations every {CANARY_EVERY_S:g} s per CPU"}
+            self.canary = None
         if getattr(self, "services", None) is not None:
             self.services.stop_all()
         for key, handle in list(self.live.items()):

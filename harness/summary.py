@@ -11,7 +11,7 @@ KEY = ("scenario", "implementation", "workload", "level")
 SUMMARY_METRICS = ["rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "errors", "cpu_cores",
                    "cpu_s_per_1k", "rps_per_cpu", "rss_mb", "rss_peak_mb", "idle_cpu_cores", "idle_rss_mb",
                    "startup_ms", "throttled_pct", "throttled_ms_per_s", "client_busy_pct", "foreign_cores",
-                   "steal_cores", "warmup_s", "disk_mb_s"]
+                   "steal_cores", "host_ns_server", "host_ns_client", "warmup_s", "disk_mb_s"]
 # metric -> higher is better; the metrics compare gives a verdict for
 COMPARED = {"rps": True, "rps_per_cpu": True, "p50_ms": False, "p90_ms": False, "p99_ms": False,
             "cpu_s_per_1k": False, "rss_mb": False}
