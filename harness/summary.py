@@ -32,7 +32,7 @@ def usable(r: dict) -> bool:
 def summary_columns(extra: list[str] | tuple = ()) -> list[str]:
     cols = ["scenario", "implementation", "language", "runtime", "workload", "level", "level_kind",
             "level_value", "trials", "failed_trials", "verified", "client_bound", "client_limited", "noisy",
-            "unstable"]
+            "unstable", "host_ns_server_min", "host_ns_server_max"]
     for m in SUMMARY_METRICS + list(extra):
         cols += [f"{m}_median", f"{m}_ci_low", f"{m}_ci_high", f"{m}_cv"]
     return cols
@@ -60,6 +60,10 @@ def summary_rows(rows: list[dict], extra: list[str] | tuple = ()) -> list[dict]:
             if m in STABILITY_METRICS and s.unstable:
                 unstable.append(m)
         row["unstable"] = ",".join(unstable)
+        # the machine's speed over the trials' windows (harness/canary.py)
+        host = [r["host_ns_server"] for r in good if r.get("host_ns_server")]
+        row["host_ns_server_min"] = min(host) if host else None
+        row["host_ns_server_max"] = max(host) if host else None
         out.append(row)
     return out
 

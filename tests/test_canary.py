@@ -111,3 +111,25 @@ def test_flat_table_and_report_carry_the_canary(tmp_path):
     html = render(results.load(store.dir))
     assert 'id="host-speed"' in html
     assert "CPU 1 median 71.4 ns, 10th-90th percentile 45.6-77.9 ns (9 samples)" in html
+
+
+def test_summary_and_report_mark_levels_whose_trials_ran_at_different_speeds():
+    from harness.report import _fmt
+    from harness.summary import summary_rows
+    import jinja2
+    from pathlib import Path
+    base = {"scenario": "s", "implementation": "go", "language": "go", "runtime": "process", "workload": "w",
+            "level": "c1", "level_kind": "concurrency", "level_value": 1, "verified": True, "ok": True,
+            "client_bound": False, "rps": 100.0}
+    rows = [dict(base, trial=t, host_ns_server=ns) for t, ns in ((1, 47.0), (2, 78.5), (3, 54.4))]
+    s = summary_rows(rows)[0]
+    assert (s["host_ns_server_min"], s["host_ns_server_max"]) == (47.0, 78.5)
+    tpl = (Path(__file__).resolve().parents[1] / "harness/templates/report.html.j2").read_text()
+    macro = tpl[tpl.index("{% macro host_varied"):tpl.index("{% endmacro %}") + len("{% endmacro %}")]
+    env = jinja2.Environment(autoescape=True)
+    render = env.from_string(macro + "{{ host_varied(r) }}")
+    assert "machine speed varied between trials (canary 47.0-78.5 ns)" in render.render(r=s, fmt=_fmt)
+    # within 15%: no mark; no canary: no mark
+    s2 = summary_rows([dict(base, trial=t, host_ns_server=ns) for t, ns in ((1, 47.0), (2, 53.0))])[0]
+    s3 = summary_rows([dict(base, trial=1)])[0]
+    assert "machine speed" not in render.render(r=s2, fmt=_fmt) + render.render(r=s3, fmt=_fmt)
