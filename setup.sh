@@ -4,6 +4,7 @@
 #     reference null server of wrk's ceiling), chromium and chromium-driver
 #     (the report's browser test), as root, when missing
 #   - the Python virtual environment .venv with the harness (pip install -e .[test])
+#   - the code counter scc (langbench effort) into tools/bin, from the Go module proxy
 #   - the load tools into tools/bin: ghz from the Go module proxy; grpcload,
 #     grpc-null, httpload, wsload and ws-null (tools/grpcload) from the Rust
 #     crate registry
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 GHZ_VERSION="v0.93.0"   # github.com/bojand/ghz, the gRPC load tool
+SCC_VERSION="v3.6.0"    # github.com/boyter/scc/v3, the code counter of `langbench effort` (harness/effort.py SCC_VERSION)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -62,6 +64,19 @@ mkdir -p tools/bin
 if [ ! -x tools/bin/ghz ] || ! go version -m tools/bin/ghz 2>/dev/null | grep -q "ghz[[:space:]]*${GHZ_VERSION}"; then
   log "building ghz ${GHZ_VERSION} from the Go module proxy"
   GOBIN="$PWD/tools/bin" GOFLAGS=-mod=mod go install "github.com/bojand/ghz/cmd/ghz@${GHZ_VERSION}"
+fi
+# scc, the code counter of `langbench effort`, pinned. `go install` reads the
+# module's version list for deprecation notices; where a proxy refuses that
+# list, the same version is built from a temporary module instead.
+if [ ! -x tools/bin/scc ] || ! go version -m tools/bin/scc 2>/dev/null | grep -q "scc/v3[[:space:]]*${SCC_VERSION}"; then
+  log "building scc ${SCC_VERSION} from the Go module proxy"
+  if ! GOBIN="$PWD/tools/bin" GOFLAGS=-mod=mod go install "github.com/boyter/scc/v3@${SCC_VERSION}" 2>/dev/null; then
+    scc_tmp=$(mktemp -d)
+    ( cd "$scc_tmp" && go mod init langbench-scc >/dev/null 2>&1 \
+      && go get "github.com/boyter/scc/v3@${SCC_VERSION}" \
+      && go build -trimpath -o "$OLDPWD/tools/bin/scc" github.com/boyter/scc/v3 )
+    rm -rf "$scc_tmp"
+  fi
 fi
 # grpcload (langbench's gRPC load generator), grpc-null (its reference null
 # server), httpload (the HTTP/1.1 one), wsload (the WebSocket one) and
@@ -135,4 +150,4 @@ if [ "${LANGBENCH_NO_DOCKER:-}" != "1" ] && docker_answers; then
   log "base images: $(.venv/bin/python -c "from harness import images; print(', '.join(f\"{d['tag']} {d['size_mb']} MB\" for d in images.describe(images.client()) if d['present']))")"
 fi
 
-log "ready: $(.venv/bin/langbench --version), ghz $(go version -m tools/bin/ghz | awk '$1=="mod"{print $3}'), $(tools/bin/grpcload --version), $(tools/bin/httpload --version), $(tools/bin/wsload --version), nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||')"
+log "ready: $(.venv/bin/langbench --version), ghz $(go version -m tools/bin/ghz | awk '$1=="mod"{print $3}'), $(tools/bin/scc --version), $(tools/bin/grpcload --version), $(tools/bin/httpload --version), $(tools/bin/wsload --version), nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||')"

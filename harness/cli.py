@@ -256,7 +256,8 @@ def cmd_run(args, interop_only: bool = False, calibrate_only: bool = False) -> i
                     keep_instance_files=getattr(args, "keep_instance_files", False),
                     calibrate=calibrate_only or not getattr(args, "no_calibrate", False),
                     calibrate_only=calibrate_only,
-                    overrides={k: v for k, v in (("duration_s", duration), ("warmup_s", warmup)) if v is not None})
+                    overrides={k: v for k, v in (("duration_s", duration), ("warmup_s", warmup)) if v is not None},
+                    cold_build=getattr(args, "cold_build", False))
     try:
         if interop_only:
             cells = runner.interop_only()
@@ -355,9 +356,12 @@ def cmd_results(args) -> int:
     from .tables import FORMATS
     data = load(Path(args.dir))
     rows = flat_rows(data)
-    if args.summary and args.nodes:
-        raise InputError("--summary and --nodes: choose one")
-    if args.nodes:
+    if sum(map(bool, (args.summary, args.nodes, args.effort))) > 1:
+        raise InputError("--summary, --nodes and --effort: choose one")
+    if args.effort:
+        from .effort import EFFORT_COLUMNS, rows_from_results
+        text = FORMATS[args.format](rows_from_results(data), EFFORT_COLUMNS)
+    elif args.nodes:
         from .results import NODE_COLUMNS, node_rows
         text = FORMATS[args.format](node_rows(data), NODE_COLUMNS)
     elif args.summary:
@@ -442,6 +446,91 @@ def cmd_export(args) -> int:
     return ExitCode.OK
 
 
+def _effort_text(rows: list[dict], shared: dict, summary: list[dict]) -> str:
+    def f(v, nd=1):
+        if v is None:
+            return "–"
+        return f"{v:,.{nd}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+    head = ["implementation", "files", "code", "comments", "blanks", "own-language code", "deps direct/all",
+            "download MB", "artifact MB", "cold build s", "warm rebuild s", "cold download MB"]
+    out = []
+    for sc in sorted({r["scenario"] for r in rows}):
+        sh = shared.get(sc) or {}
+        out.append(f"{sc}  (the scenario's shared files: " + (f"{sh.get('files')} files, {sh.get('code'):,} code, "
+                   f"{sh.get('comments'):,} comments, {sh.get('blanks'):,} blanks" if "code" in sh
+                   else sh.get("error", "not counted")) + ")")
+        table = [head] + [[f"{r['implementation']} ({r['language']})", f(r["files"]), f(r["code"]),
+                           f(r["comments"]), f(r["blanks"]), f(r["main_code"]),
+                           f"{f(r['deps_direct'])}/{f(r['deps_all'])}", f(r["download_mb"]), f(r["artifact_mb"]),
+                           f(r["cold_build_s"]), f(r["warm_build_s"]), f(r["cold_download_mb"])]
+                          for r in rows if r["scenario"] == sc]
+        widths = [max(len(x[i]) for x in table) for i in range(len(head))]
+        for line in table:
+            out.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                        for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+        out += [f"  ! {r['implementation']}: {r['error']}" for r in rows if r["scenario"] == sc and r["error"]]
+        out.append("")
+    if summary:
+        out.append("per language, across scenarios (code: summed; the rest: medians over the scenarios)")
+        head = ["implementation", "scenarios", "code", "comments", "deps direct", "deps all", "download MB",
+                "cold build s", "warm rebuild s"]
+        table = [head] + [[f"{r['implementation']} ({r['language']})", f(r["scenarios"]), f(r["code"]),
+                           f(r["comments"]), f(r["deps_direct_median"]), f(r["deps_all_median"]),
+                           f(r["download_mb_median"]), f(r["cold_build_s_median"]), f(r["warm_build_s_median"])]
+                          for r in summary]
+        widths = [max(len(x[i]) for x in table) for i in range(len(head))]
+        for line in table:
+            out.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                        for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+    return "\n".join(out) + "\n"
+
+
+def cmd_effort(args) -> int:
+    """Code size, dependencies and (with --cold-build) build cost of each
+    implementation, without running anything (harness/effort.py)."""
+    from . import build as builder
+    from . import effort
+    from .tables import to_markdown
+    root = project_root(args.root)
+    cat = discover(root)
+    selection = cat.select(args.scenarios or None, args.impl or None)
+    if effort.counter_path(root) is None:
+        raise InputError("the code counter scc is not installed (tools/bin/scc or PATH): run ./setup.sh")
+    records, rows, shared = {}, [], {}
+    log_dir = root / ".langbench" / "effort"
+    for sc, impls in selection:
+        shared[sc.name] = effort.shared(sc, root)
+        for impl in impls:
+            if impl.parts:
+                continue
+            rec = effort.measure(impl, root)
+            if args.cold_build:
+                print(f"{impl.id}: cold build in a temporary copy with empty caches...", file=sys.stderr)
+                log_dir.mkdir(parents=True, exist_ok=True)
+                rec["cold_build"] = effort.cold_build(impl, sc, log=log_dir / f"cold-{sc.name}-{impl.name}.log")
+                cb = rec["cold_build"]
+                print(f"{impl.id}: cold {cb.get('cold_s')} s, warm {cb.get('warm_s')} s"
+                      f"{', ' + cb['error'] if cb.get('error') else ''}", file=sys.stderr)
+            records[impl.id] = rec
+            rows.append(effort.effort_row(sc.name, impl.name, impl.language, rec,
+                                          artifact_bytes=builder.artifact_bytes(impl)))
+    summary = effort.language_summary(rows)
+    if args.format == "json":
+        text = json.dumps({"counter": next(iter(records.values()))["counter"] if records else None,
+                           "rule": effort.CODE_RULE, "shared": shared, "implementations": records,
+                           "rows": rows, "summary": summary}, indent=1, default=str) + "\n"
+    elif args.format == "markdown":
+        text = to_markdown(rows, effort.EFFORT_COLUMNS) + "\n" + to_markdown(summary, effort.SUMMARY_COLUMNS)
+    else:
+        text = _effort_text(rows, shared, summary)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    bad = [r for r in rows if r["error"]]
+    return ExitCode.FAILURE if bad else ExitCode.OK
+
+
 def cmd_new(args) -> int:
     from .scaffold import scaffold
     root = project_root(args.root)
@@ -512,6 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_opts(s, False)
     s.add_argument("--no-interop", action="store_true", help="skip the client x server matrix")
     s.add_argument("--no-report", action="store_true", help="do not render the HTML report")
+    s.add_argument("--cold-build", action="store_true",
+                   help="also build each implementation in a temporary copy with empty throwaway caches and "
+                        "again after a one-line change (cold and warm build times, bytes downloaded; recorded)")
     s.add_argument("--no-calibrate", action="store_true",
                    help="skip measuring each load tool's ceiling against its reference null server "
                         "(no ceiling fractions, no client-limited flag)")
@@ -564,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one row per measurement and node (implementations that run as several nodes)")
     s.add_argument("--summary", action="store_true",
                    help="one row per scenario, implementation, workload and level: medians, 95%% intervals, CV")
+    s.add_argument("--effort", action="store_true",
+                   help="one row per implementation: code size, dependencies, download, artifact and image size, "
+                        "start-up, cold and warm build (when measured)")
     s.add_argument("-o", "--output", metavar="FILE")
     s.set_defaults(func=cmd_results)
 
@@ -580,6 +675,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false-discovery control across the compare's tests: bh (Benjamini-Hochberg, q < 0.05; "
                         "the default) or none (each verdict its own test at 5%%)")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("effort", help="code size, dependencies and (--cold-build) build cost of each "
+                       "implementation: what it takes to write and ship it")
+    s.add_argument("scenarios", nargs="*", metavar="SCENARIO")
+    s.add_argument("--impl", action="append", metavar="LANG", help="as for run (repeatable)")
+    s.add_argument("--cold-build", action="store_true",
+                   help="also build each implementation in a temporary copy with empty throwaway caches (timed, "
+                        "with the bytes downloaded), then again after a one-line change (warm rebuild)")
+    s.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    s.add_argument("-o", "--output", metavar="FILE")
+    s.set_defaults(func=cmd_effort)
 
     s = sub.add_parser("new", help="scaffold a scenario and four implementation skeletons")
     s.add_argument("name", metavar="SCENARIO")

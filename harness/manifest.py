@@ -285,6 +285,7 @@ class Implementation:
     manifest_path: Path
     node_specs: dict[str, NodeSpec] = field(default_factory=dict)   # [nodes.NAME]; empty: one node, [run]
     parts: list["Implementation"] = field(default_factory=list)     # a mixed topology: what it is made of
+    generated: list[str] = field(default_factory=list)   # [effort] generated: globs of generated files git tracks
 
     @property
     def id(self) -> str:
@@ -763,7 +764,7 @@ def load_scenario(path: Path) -> Scenario:
 def load_implementation(path: Path, scenario: str) -> Implementation:
     path = Path(path)
     t = _Table(_read_toml(path), path)
-    t.check_keys({"language", "framework", "description", "build", "run", "nodes", "client", "tuning"})
+    t.check_keys({"language", "framework", "description", "build", "run", "nodes", "client", "tuning", "effort"})
     build = t.sub("build")
     artifacts: list[str] = []
     requires: list[str] = []
@@ -806,6 +807,11 @@ def load_implementation(path: Path, scenario: str) -> Implementation:
         tuning_map[k] = str(v)
     if not tuning_map:
         raise t.err("tuning", "must declare the implementation's tuning (threads, GC, build flags...)")
+    effort = t.sub("effort")
+    generated: list[str] = []
+    if effort is not None:
+        effort.check_keys({"generated"})
+        generated = effort.str_list("generated")
     return Implementation(
         scenario=scenario, name=path.parent.name,
         language=t.get("language", str, required=True),
@@ -815,6 +821,7 @@ def load_implementation(path: Path, scenario: str) -> Implementation:
         run=run.str_list("command", required=True, nonempty=True) if run is not None else run_cmd,
         run_env=run.str_map("env") if run is not None else run_env,
         client=client_cmd, tuning=tuning_map, manifest_path=path, node_specs=node_specs,
+        generated=generated,
     )
 
 

@@ -499,6 +499,8 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
     vindex = {}
     for v in verdicts or []:
         vindex.setdefault((v["scenario"], v["implementation"], v["workload"], v["level"]), []).append(v)
+    from .effort import language_summary, rows_from_results
+    effort_rows = rows_from_results(data)
     scenarios = []
     scorecard = []
     for name, meta in (data.get("scenarios") or {}).items():
@@ -605,6 +607,10 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
         scenarios.append({
             "name": name, "meta": meta, "impls": impl_rows, "workloads": workloads, "interop": matrix,
             "hackday": hackday_table(data, name, s_rows, meta),
+            "effort": [r for r in effort_rows if r["scenario"] == name],
+            "shared_code": meta.get("shared_code"),
+            "effort_counter": next((((v.get("effort") or {}).get("counter") or {}).get("version") or ""
+                                    for v in impls.values() if v.get("effort")), ""),
             "services": (data.get("services") or {}).get(name),
             "nodes": _node_table(data, name),
             "topologies": _topology_matrix(data, name, meta, s_rows),
@@ -615,7 +621,9 @@ def build_context(data: dict, baseline: dict | None = None, threshold: float = 0
     counts: dict[str, int] = {}
     for v in verdicts or []:
         counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
-    return {"d": data, "scenarios": scenarios, "scorecard": scorecard, "fmt": _fmt,
+    eff_sum = language_summary(effort_rows)
+    effort_summary = {"scenarios": sorted({r["scenario"] for r in effort_rows}), "rows": eff_sum} if eff_sum else None
+    return {"d": data, "scenarios": scenarios, "scorecard": scorecard, "fmt": _fmt, "effort_summary": effort_summary,
             "events": data.get("events", []), "overhead": max(overhead) if overhead else None,
             "tools": (data.get("environment") or {}).get("load_tools", {}),
             "baseline": baseline, "verdict_counts": counts, "threshold": threshold,

@@ -121,7 +121,8 @@ COLUMNS = [
     "noisy", "foreign_cores", "steal_cores", "irq_cores", "host_ns_server", "host_ns_client",
     "throttled_pct", "throttled_ms_per_s", "server_cpus", "client_cpus", "cpu_quota", "cpu_quota_applied", "cfs_period_us", "window_s",
     "warmup_s", "warmup_steady", "cut_off", "late", "services_cpu_cores", "services_rss_mb", "nodes",
-    "disk_mb_s", "error",
+    "disk_mb_s", "code_lines", "comment_lines", "blank_lines", "code_files", "deps_direct", "deps_all",
+    "download_mb", "cold_build_s", "warm_build_s", "error",
 ]
 # Figures of the flat table that every run has (their meaning: results/README.md).
 # Others come from drivers and checks, declared in results.json "metrics".
@@ -233,6 +234,7 @@ def flat_rows(data: dict) -> list[dict]:
             "services_rss_mb": _r(sum(v["rss_mb"] or 0 for v in (m.get("services") or {}).values()))
             if m.get("services") else None,
             "nodes": len(m["nodes"]) if m.get("nodes") else 1,
+            **_effort_columns(impl.get("effort") or {}),
             "error": m.get("error") or (f"check after stop failed: {stop_check.get('detail')}"
                                         if stop_failed else None),
         })
@@ -245,6 +247,16 @@ def flat_rows(data: dict) -> list[dict]:
             if k not in rows[-1]:
                 rows[-1][k] = v
     return rows
+
+
+def _effort_columns(eff: dict) -> dict:
+    """The implementation's effort figures (harness/effort.py), the same in each of its rows."""
+    code, deps, cold = eff.get("code") or {}, eff.get("deps") or {}, eff.get("cold_build") or {}
+    dl = deps.get("download_bytes")
+    return {"code_lines": code.get("code"), "comment_lines": code.get("comments"), "blank_lines": code.get("blanks"),
+            "code_files": code.get("files"), "deps_direct": deps.get("direct"), "deps_all": deps.get("all"),
+            "download_mb": None if dl is None else round(dl / 1e6, 2),
+            "cold_build_s": cold.get("cold_s"), "warm_build_s": cold.get("warm_s")}
 
 
 def extra_metrics(*runs: dict) -> dict[str, dict]:

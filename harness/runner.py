@@ -127,6 +127,8 @@ class Runner:
     calibrate: bool = True          # measure each workload's driver ceiling before the scenario's servers
     calibrate_only: bool = False    # `langbench calibrate`: ceilings only, no implementation
     overrides: dict = field(default_factory=dict)   # windows set on the command line (--duration, --warmup)
+    effort: bool = True             # code size and dependencies of every implementation built (effort.py)
+    cold_build: bool = False        # --cold-build: also a cold build and a warm rebuild in a throwaway copy
     # run state, not configuration: filled while the run goes
     live: dict = field(default_factory=dict, init=False)      # key -> running handle (stopped on any exit)
     builds: dict = field(default_factory=dict, init=False)    # implementation id -> BuildResult
@@ -393,6 +395,8 @@ class Runner:
         size = f"{res.artifact_bytes / 1e6:.1f} MB" if res.artifact_bytes else "n/a"
         self.progress(f"{impl.id}: built in {res.seconds or 0:.1f} s"
                       f"{' (cached)' if res.cached else ''}, artifact {size}")
+        if self.effort:
+            self._effort(impl, sc)
         try:
             info = self.runtime.prepare(impl, sc, self.logs)
         except LangbenchError as exc:
@@ -404,6 +408,27 @@ class Runner:
                 im = info["image"]
                 self.progress(f"{impl.id}: image {im['tag']} {im['size_mb']:.1f} MB "
                               f"on {im['base']['ref']}, built in {im['build_s']:.1f} s")
+
+    def _effort(self, impl: Implementation, sc: Scenario) -> None:
+        """Code size and dependencies (after the build: resolvers read the
+        caches it filled), and with --cold-build the cold and warm builds."""
+        from . import effort  # noqa: PLC0415
+        scen = self.store.data["scenarios"].get(sc.name)
+        if scen is not None and "shared_code" not in scen:
+            scen["shared_code"] = effort.shared(sc, self.root)
+        rec = effort.measure(impl, self.root)
+        if self.cold_build:
+            self.progress(f"{impl.id}: cold build in a temporary copy with empty caches")
+            rec["cold_build"] = effort.cold_build(impl, sc, log=self.logs / f"cold-build-{sc.name}-{impl.name}.log")
+        self.store.implementation(impl.id, effort=rec)
+        code, deps, cold = rec.get("code") or {}, rec.get("deps") or {}, rec.get("cold_build") or {}
+        for part, v in (("code size", code), ("dependencies", deps), ("cold build", cold)):
+            if v.get("error"):
+                self.store.event("warning", f"effort, {part}: {v['error']}", implementation=impl.id, stage="effort")
+        self.progress(f"{impl.id}: {code.get('code', '?')} lines of code, dependencies {deps.get('direct', '?')} "
+                      f"direct / {deps.get('all', '?')} in all"
+                      + (f"; cold build {cold.get('cold_s')} s, warm rebuild {cold.get('warm_s')} s"
+                         if self.cold_build else ""))
 
     # ------------------------------------------------------------------ one server run
     def _instance(self, item: PlanItem) -> None:
