@@ -11,7 +11,7 @@ as it can be measured.
   manifest. Documentation (Markdown, plain text) is counted apart.
 - Dependencies, from each ecosystem's own lockfile or resolver: Go (go.mod,
   `go list -m all` from the module cache), Rust (Cargo.toml, Cargo.lock),
-  Maven (pom.xml, `mvn -o dependency:list` from the local repository) and
+  Maven (pom.xml, `mvn dependency:list` from the local repository) and
   Python (requirements.txt, the built virtual environment), with the size of
   the downloaded packages found in the local caches where that can be
   measured.
@@ -43,6 +43,7 @@ from .errors import InputError, LangbenchError
 from .manifest import Implementation, Scenario, expand
 
 SCC_VERSION = "3.6.0"          # github.com/boyter/scc/v3; setup.sh installs this version (SCC_VERSION)
+MVN_DEP_PLUGIN = "2.8"         # maven-dependency-plugin, pinned (Maven 3.8's default for the prefix)
 
 LOCKFILES = {"go.sum", "Cargo.lock", "poetry.lock", "Pipfile.lock", "uv.lock", "pdm.lock",
              "package-lock.json", "yarn.lock", "pnpm-lock.yaml", "gradle.lockfile"}
@@ -298,14 +299,25 @@ def go_deps(folder: Path) -> dict:
     mod = parse_go_mod(folder / "go.mod")
     out = {"ecosystem": "go", "direct": len(mod["direct"]), "direct_names": mod["direct"],
            "indirect_declared": len(mod["indirect"]), "tools": mod["tools"]}
-    p = None
+    p = linked = None
     if shutil.which("go"):
-        # from the module cache only: never a download, never a go.mod rewrite
-        p = _run(["go", "list", "-m", "all"], folder, 60,
-                 {"GOFLAGS": "-mod=readonly", "GOPROXY": "off", "GOTOOLCHAIN": "local", "GOWORK": "off"})
+        env = {"GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local", "GOWORK": "off"}
+        # what the binary is made of: the modules of every package compiled
+        # into it (from the module cache the build filled)
+        linked = _run(["go", "list", "-deps", "-f", "{{if .Module}}{{if not .Module.Main}}{{.Module.Path}}"
+                       "{{end}}{{end}}", "./..."], folder, 60, dict(env, GOPROXY="off"))
+        # the whole module graph; the go.mod files of pruned modules come from
+        # the module proxy the first time (never a go.mod rewrite)
+        p = _run(["go", "list", "-m", "all"], folder, 60, env)
     if p is not None and p.returncode == 0:
-        mods = [ln.split()[0] for ln in p.stdout.splitlines()[1:] if ln.strip()]
-        out.update(all=len(mods), all_method="go list -m all (module graph minus the main module)")
+        out["graph"] = len([ln for ln in p.stdout.splitlines()[1:] if ln.strip()])
+    if linked is not None and linked.returncode == 0:
+        mods = {ln.strip() for ln in linked.stdout.splitlines() if ln.strip()}
+        out.update(all=len(mods), all_method="modules of the packages compiled into the binary (go list -deps "
+                                             "./...; main module and standard library left out)")
+    elif p is not None and p.returncode == 0:
+        out.update(all=out["graph"], all_method="go list -m all (the module graph minus the main module; "
+                                                "go list -deps failed)")
     else:
         why = "go not on PATH" if p is None else (p.stderr.strip().splitlines() or ["failed"])[-1][:160]
         if (folder / "go.sum").exists():
@@ -351,10 +363,10 @@ def _toml(path: Path) -> dict:
 
 def cargo_deps(folder: Path) -> dict:
     manifest = _toml(folder / "Cargo.toml")
-    direct, dev = set(), set()
+    direct, build, dev = set(), set(), set()
     tables = [manifest] + [t for t in (manifest.get("target") or {}).values() if isinstance(t, dict)]
     for t in tables:
-        for key, acc in (("dependencies", direct), ("build-dependencies", direct), ("dev-dependencies", dev)):
+        for key, acc in (("dependencies", direct), ("build-dependencies", build), ("dev-dependencies", dev)):
             deps = t.get(key) or {}
             if not isinstance(deps, dict):
                 raise InputError(f"{folder / 'Cargo.toml'}: field '{key}': expected a table")
@@ -362,7 +374,8 @@ def cargo_deps(folder: Path) -> dict:
                 if isinstance(spec, dict) and "path" in spec and "version" not in spec:
                     continue            # a local crate, not a dependency from a registry
                 acc.add(name)
-    out = {"ecosystem": "cargo", "direct": len(direct), "direct_names": sorted(direct), "dev_direct": len(dev)}
+    out = {"ecosystem": "cargo", "direct": len(direct), "direct_names": sorted(direct), "dev_direct": len(dev),
+           "build_direct": len(build), "build_direct_names": sorted(build)}
     lock = folder / "Cargo.lock"
     if not lock.exists():
         out.update(all=None, all_method="not measured (no Cargo.lock)", download_bytes=None,
@@ -378,8 +391,21 @@ def cargo_deps(folder: Path) -> dict:
             raise InputError(f"{lock}: field 'package[{i}]': needs name and version")
         if p.get("source"):
             third.append(p)
-    out.update(all=len(third), all_method="Cargo.lock packages with a source (workspace members left out)",
-               members=len(pkgs) - len(third))
+    out.update(all=len(third), all_method="Cargo.lock packages with a source (workspace members left out; "
+                                          "cargo tree failed)", members=len(pkgs) - len(third), locked=len(third))
+    # what the binary is made of: the crates of the normal dependency graph
+    # for this platform (Cargo.lock also lists other platforms' crates and
+    # build-time ones)
+    tree = _run(["cargo", "tree", "-e", "normal", "--prefix", "none", "--locked", "--offline"], folder, 60) \
+        if shutil.which("cargo") else None
+    if tree is not None and tree.returncode == 0:
+        crates = set()
+        for ln in tree.stdout.splitlines():
+            parts = ln.replace(" (*)", "").split()
+            if len(parts) >= 2 and not (len(parts) >= 3 and parts[2].startswith("(/")):   # path crates: ours
+                crates.add((parts[0], parts[1]))
+        out.update(all=len(crates), all_method="crates compiled into the binary for this platform (cargo tree "
+                                               "-e normal: build-time crates and other platforms' left out)")
     home = Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo")
     caches = [d for d in (home / "registry" / "cache").glob("*") if d.is_dir()]
     files: list[Path | None] = []
@@ -420,14 +446,18 @@ def maven_deps(folder: Path, timeout_s: float = 180) -> dict:
         return out
     with tempfile.TemporaryDirectory(prefix="langbench-mvn-") as tmp:
         listing = Path(tmp) / "deps.txt"
-        p = _run(["mvn", "-o", "-B", "-q", "dependency:list", f"-DoutputFile={listing}",
+        # the plugin pinned (Maven 3.8's default for the "dependency" prefix), fetched from
+        # Maven Central the first time; the dependencies themselves are in the local
+        # repository after the build
+        p = _run(["mvn", "-B", "-q", f"org.apache.maven.plugins:maven-dependency-plugin:{MVN_DEP_PLUGIN}:list",
+                  f"-DoutputFile={listing}",
                   "-DincludeScope=runtime", "-DoutputAbsoluteArtifactFilename=true", "-DappendOutput=false"],
                  folder, timeout_s)
         if p is None or p.returncode != 0 or not listing.exists():
             why = f"did not finish within {timeout_s:g} s" if p is None else \
                   (p.stdout.strip().splitlines() or p.stderr.strip().splitlines() or ["failed"])[-1][:160]
-            out.update(all=None, all_method=f"not measured (mvn -o dependency:list: {why}; needs a build first)",
-                       download_bytes=None, download_method="not measured (mvn -o dependency:list failed)")
+            out.update(all=None, all_method=f"not measured (mvn dependency:list: {why}; needs a build first)",
+                       download_bytes=None, download_method="not measured (mvn dependency:list failed)")
             return out
         arts, files = set(), []
         for line in listing.read_text().splitlines():
@@ -438,7 +468,7 @@ def maven_deps(folder: Path, timeout_s: float = 180) -> dict:
                 continue
             arts.add(":".join(parts[:2] + ([parts[3]] if len(parts) == 6 else [])))
             files.append(Path("/" + jar) if sep else None)
-    out.update(all=len(arts), all_method="mvn -o dependency:list, scopes compile and runtime (what is shipped)")
+    out.update(all=len(arts), all_method="mvn dependency:list, scopes compile and runtime (what is shipped)")
     out.update(_sizes(files, "the dependencies' jars in the local Maven repository (plugins, which the build "
                              "also downloads, not included)"))
     return out

@@ -241,8 +241,8 @@ def test_cargo(tmp_path, monkeypatch):
     crate.write_bytes(b"c" * 777)
     monkeypatch.setenv("CARGO_HOME", str(home))
     d = effort.cargo_deps(tmp_path)
-    assert d["direct"] == 4 and d["direct_names"] == ["bytes", "libc", "prost-build", "tokio"]
-    assert d["dev_direct"] == 1
+    assert d["direct"] == 3 and d["direct_names"] == ["bytes", "libc", "tokio"]
+    assert d["dev_direct"] == 1 and d["build_direct_names"] == ["prost-build"]
     assert d["all"] == 5 and d["members"] == 2
     assert d["download_bytes"] == 777 and d["download_missing"] == 4
 
@@ -370,3 +370,23 @@ def test_manifest_effort_field_is_checked(tmp_path):
                                               '[tuning]\nx = "y"\n[effort]\ngenerated = "fbr/*"\n'})
     with pytest.raises(ManifestError, match="effort.generated"):
         load_implementation(tmp_path / "go" / "langbench.toml", "s")
+
+
+def test_linked_dependencies_of_real_modules(tmp_path):
+    """The primary method, for real: go list -deps and cargo tree on tiny
+    modules whose only dependency is the standard library, and one local path
+    crate (ours, not a dependency): 0 third-party packages each."""
+    go = tmp_path / "go"
+    write(go, {"go.mod": "module example.com/tiny\n\ngo 1.22\n",
+               "main.go": 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("x") }\n'})
+    d = effort.go_deps(go)
+    assert d["all"] == 0 and "go list -deps" in d["all_method"], d
+    rs = tmp_path / "rs"
+    write(rs, {"Cargo.toml": '[package]\nname = "tiny"\nversion = "0.1.0"\nedition = "2021"\n\n'
+                             '[dependencies]\nhelper = { path = "helper" }\n',
+               "src/main.rs": "fn main() { helper::f() }\n",
+               "helper/Cargo.toml": '[package]\nname = "helper"\nversion = "0.1.0"\nedition = "2021"\n',
+               "helper/src/lib.rs": "pub fn f() {}\n"})
+    subprocess.run(["cargo", "generate-lockfile", "--offline"], cwd=rs, check=True, capture_output=True)
+    d = effort.cargo_deps(rs)
+    assert d["direct"] == 0 and d["all"] == 0 and "cargo tree" in d["all_method"], d
