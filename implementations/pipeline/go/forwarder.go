@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -231,6 +232,10 @@ func (s *slot) sendLoop(ctx context.Context, stream pb.Stage_ForwardClient) erro
 		if len(batch) == 0 {
 			select {
 			case <-s.wake:
+				// Let the goroutines that are ready to submit run first, so
+				// that one batch (and one write by the transport) carries
+				// what they add.
+				runtime.Gosched()
 				continue
 			case <-ctx.Done():
 				return ctx.Err()

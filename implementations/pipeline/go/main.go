@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -21,6 +22,31 @@ import (
 // shutdownWatchdog bounds the whole shutdown (the harness allows 5 s): if a
 // node is still stopping then, something is stuck and it exits with 1.
 const shutdownWatchdog = 4800 * time.Millisecond
+
+// GC settings of nodes a and b when the environment sets none (see tuneGC).
+const (
+	gcPercent   = 400
+	memoryLimit = 256 << 20
+)
+
+// tuneGC raises GOGC on nodes a and b. Their live heap is bounded by what
+// MAX_INFLIGHT operations hold (a few MiB at 1 KiB payloads) while every
+// operation allocates a few KiB (request, messages, buffers), so with the
+// default GOGC=100 the collector runs many times a second. GOGC=400 lets the
+// heap grow to 5x the live heap between cycles; the soft memory limit keeps
+// the worst case (MAX_INFLIGHT x MAX_PAYLOAD, about 130 MiB live) from
+// growing the heap past 256 MiB (the collector then runs as with GOGC of
+// about 100). GOGC / GOMEMLIMIT in the environment override either.
+// Node c keeps the defaults: its live heap (the committed-id set) grows with
+// the ledger, and a proportional GOGC would multiply that.
+func tuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
+	}
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(memoryLimit)
+	}
+}
 
 type config struct {
 	node        string // "a", "b" or "c"
@@ -133,6 +159,9 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", cfg.node)
 	if cfg.cpus > 0 {
 		runtime.GOMAXPROCS(cfg.cpus)
+	}
+	if cfg.node != "c" {
+		tuneGC()
 	}
 
 	switch cfg.node {

@@ -21,17 +21,25 @@ import (
 // stage serves pipeline.Stage on nodes b and c. Each Forward stream is a
 // session: a goroutine reads operations (only while the node holds fewer
 // than MAX_INFLIGHT, so at the limit HTTP/2 flow control pushes back
-// upstream) and starts one goroutine per operation for the CPU-bound
-// transform and the hand-over (to the forwarder on b, the ledger on c); the
-// handler goroutine writes the acknowledgements back on the same stream.
+// upstream) and runs the CPU-bound transform and the hand-over (to the
+// forwarder on b, the ledger on c) itself, one operation after the other;
+// the handler goroutine writes the acknowledgements back on the same stream.
+//
+// No goroutine per operation: the reader takes every operation already
+// received before it blocks, so the goroutine it hands over to (the
+// forwarder's sender, the committer) wakes once for a whole batch, and the
+// transport writes that batch with one write(2). Transforms run in parallel
+// across streams (the upstream node opens several).
 type stage struct {
 	pb.UnimplementedStageServer
 
 	// permits holds one token per operation held, from receipt until its
 	// acknowledgement is written upstream (or dropped).
 	permits chan struct{}
-	// process takes over a received operation; it ends in s.deliver(ack)
-	// or s.drop().
+	// process takes over a received operation, on the session's reader
+	// goroutine: it must not block (the forwarder queues, the ledger's
+	// channel has room for MAX_INFLIGHT); it ends in s.deliver(ack) or
+	// s.drop().
 	process func(op *pb.Op, s *session)
 
 	draining  chan struct{} // closed when shutdown starts
@@ -155,7 +163,7 @@ func (s *session) recvLoop() error {
 			s.drop()
 			return status.Errorf(codes.InvalidArgument, "invalid operation id %q", op.Id)
 		}
-		go s.st.process(op, s)
+		s.st.process(op, s)
 	}
 }
 
