@@ -271,3 +271,28 @@ def test_manifest_rejects_a_bad_interop_kind_and_server_env(tmp_path):
     toml.write_text(text.replace('server_env = { RECORD = "0" }', 'server_env = { RECORD = [0] }'))
     with pytest.raises(InputError, match=r"server_env.RECORD"):
         load_scenario(toml)
+
+
+def test_raw_request_survives_a_server_that_resets_while_the_body_is_sent():
+    """A server that refuses a large body unread and closes makes the kernel
+    reset the connection: the check's client must report that, not crash
+    (CI: 'ConnectionResetError' ended the whole conformance run)."""
+    import socket
+    import struct
+    import threading
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.recv(1024)                      # the request head, not the body
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()                         # a reset, with 2 MiB still on the way
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        ans = blackhole._raw("127.0.0.1", port, b"POST / HTTP/1.1\r\nContent-Length: 2097152\r\n\r\n" + b"x" * 2097152)
+    finally:
+        th.join(5)
+        srv.close()
+    assert ans == b"" and ans.reset

@@ -299,13 +299,25 @@ class Checks:
         return all(c["ok"] for c in self.items)
 
 
-def _raw(host: str, port: int, data: bytes, wait_answer: bool = True, timeout: float = 5.0) -> bytes:
+class _Answer(bytes):
+    """What came back; `reset`: the server reset the connection before a
+    whole answer head was read (it answered, say 413, without reading the
+    body and closed: with unread data the kernel sends a reset, and the
+    answer may be lost with it)."""
+    reset = False
+
+
+def _raw(host: str, port: int, data: bytes, wait_answer: bool = True, timeout: float = 5.0) -> _Answer:
     """Send raw bytes on a fresh connection; return what came back (until the
     server closes or goes quiet)."""
     with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(data)
+        reset = False
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            reset = True
         if not wait_answer:
-            return b""
+            return _Answer(b"")
         out = b""
         try:
             while b"\r\n\r\n" not in out:
@@ -313,9 +325,13 @@ def _raw(host: str, port: int, data: bytes, wait_answer: bool = True, timeout: f
                 if not chunk:
                     break
                 out += chunk
-        except (socket.timeout, ConnectionResetError):
+        except socket.timeout:
             pass
-        return out
+        except ConnectionResetError:
+            reset = True
+        ans = _Answer(out)
+        ans.reset = reset
+        return ans
 
 
 def _status(answer: bytes) -> int | None:
@@ -341,6 +357,8 @@ def cmd_verify(args) -> int:
         k += 1
         return f"{nonce}-0-{k}"
 
+    refused_by_reset: list[str] = []   # over-limit requests the server reset before its 413 could be read
+
     def request(method: str, uri: str, size: int, extra=(), with_id=True, chunked=False) -> tuple[int, bytes]:
         nonlocal produced
         i = rid() if with_id else None
@@ -358,6 +376,8 @@ def cmd_verify(args) -> int:
         head = f"{method} {uri} HTTP/1.1\r\n" + "".join(f"{a}: {b}\r\n" for a, b in headers) + "\r\n"
         ans = _raw(host, port, head.encode() + (b"" if method == "HEAD" and not size else payload))
         st = _status(ans)
+        if st is None and ans.reset:
+            refused_by_reset.append(uri)
         hdr, _, rest = ans.partition(b"\r\n\r\n")
         entry = {"id": i, "method": method, "uri": uri, "headers": headers, "body_bytes": size, "body_id": i}
         if st == 200:
@@ -387,10 +407,16 @@ def cmd_verify(args) -> int:
     c.add("chunked body of 5,000 bytes -> 200", st == 200, f"status {st}")
     st, _ = request("POST", "/max", MAX_BODY)
     c.add("body of exactly 1 MiB -> 200", st == 200, f"status {st}")
-    st, _ = request("POST", "/over", MAX_BODY + 1)
-    c.add("body of 1 MiB + 1 -> 413, not recorded", st == 413, f"status {st}")
-    st, _ = request("POST", "/over-chunked", MAX_BODY + 1, chunked=True)
-    c.add("chunked body of 1 MiB + 1 -> 413, not recorded", st == 413, f"status {st}")
+    # A server may answer 413 as soon as it knows and close without reading
+    # the rest: the kernel then resets the connection, and a client still
+    # sending can lose the answer with it. That is a refusal too (the
+    # after-stop check proves the request was not recorded); it is said.
+    for uri, chunked in (("/over", False), ("/over-chunked", True)):
+        st, _ = request("POST", uri, MAX_BODY + 1, chunked=chunked)
+        reset = uri in refused_by_reset
+        c.add(f"{'chunked body' if chunked else 'body'} of 1 MiB + 1 -> 413, not recorded", st == 413 or reset,
+              f"status {st}" if not reset else "connection reset before an answer (refused "
+                                                "unread; the 413 was lost with the reset)")
     for j in range(2):
         st, _ = request("POST", f"/noid/{j}", 10, with_id=False)
         c.add(f"request {j + 1} without X-Request-ID -> 200", st == 200, f"status {st}")
