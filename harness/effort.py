@@ -304,15 +304,17 @@ def go_deps(folder: Path) -> dict:
         env = {"GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local", "GOWORK": "off"}
         # what the binary is made of: the modules of every package compiled
         # into it (from the module cache the build filled)
-        linked = _run(["go", "list", "-deps", "-f", "{{if .Module}}{{if not .Module.Main}}{{.Module.Path}}"
-                       "{{end}}{{end}}", "./..."], folder, 60, dict(env, GOPROXY="off"))
+        linked = _run(["go", "list", "-deps", "-f", "{{.ImportPath}}\t{{if .Module}}{{if not .Module.Main}}"
+                       "{{.Module.Path}}{{end}}{{end}}", "./..."], folder, 60, dict(env, GOPROXY="off"))
         # the whole module graph; the go.mod files of pruned modules come from
         # the module proxy the first time (never a go.mod rewrite)
         p = _run(["go", "list", "-m", "all"], folder, 60, env)
     if p is not None and p.returncode == 0:
         out["graph"] = len([ln for ln in p.stdout.splitlines()[1:] if ln.strip()])
-    if linked is not None and linked.returncode == 0:
-        mods = {ln.strip() for ln in linked.stdout.splitlines() if ln.strip()}
+    pkgs = [ln.split("\t") for ln in linked.stdout.splitlines() if ln.strip()] \
+        if linked is not None and linked.returncode == 0 else []
+    if pkgs:                    # no package at all ("matched no packages") is no answer
+        mods = {p[1].strip() for p in pkgs if len(p) > 1 and p[1].strip()}
         out.update(all=len(mods), all_method="modules of the packages compiled into the binary (go list -deps "
                                              "./...; main module and standard library left out)")
     elif p is not None and p.returncode == 0:
